@@ -1,0 +1,208 @@
+"""``Classifier``: an artifact in, labelled predictions out, on whatever backend this machine has.
+
+    from edge_squeeze import Classifier
+    clf = Classifier("out/model.int8.onnx")      # backend="auto"
+    result = clf.predict("samoyed.jpg")          # or a BGR frame from cv2.VideoCapture
+    print(result.label, result.score)
+
+Arrays are **BGR** by default (as OpenCV decodes files and delivers camera frames); pass
+``input_order="RGB"`` for arrays from PIL or imageio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+
+from .errors import EdgeSqueezeError
+from .metadata import ArtifactMetadata
+from .preprocess import ImageInput, preprocess
+
+log = logging.getLogger("edge_squeeze")
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "pytorch")
+_LOGGED_FALLBACKS: Set[str] = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    score: float
+    topk: List[Tuple[int, str, float]]  # (index, label, probability), best first
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "label": self.label,
+            "score": self.score,
+            "topk": [{"index": i, "label": name, "score": s} for i, name, s in self.topk],
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _log_fallback_once(message: str) -> None:
+    if message not in _LOGGED_FALLBACKS:
+        _LOGGED_FALLBACKS.add(message)
+        log.info(message)
+
+
+def _engine_path_for(path: Path) -> bool:
+    return path.suffix in (".engine", ".plan", ".trt")
+
+
+def load_backend(
+    path: Union[str, os.PathLike[str]],
+    backend: str = "auto",
+    precision: Optional[str] = None,
+    threads: int = 0,
+    **options: Any,
+) -> Any:
+    """Open ``path`` with the named backend; ``"auto"`` tries TensorRT engine > TensorRT from ONNX >
+    ONNX Runtime CUDA > ONNX Runtime CPU, logging each fallback once with its reason."""
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise EdgeSqueezeError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if not path.exists():
+        raise EdgeSqueezeError(
+            f"model not found: {path} (check the path, or export one with edge-squeeze export)"
+        )
+    if path.suffix in (".pt", ".pth", ".esqz", ".net") and backend in ("auto", "pytorch"):
+        from .runtimes import torch_backend
+
+        return torch_backend.load(path, threads=threads)
+    if backend == "pytorch":
+        raise EdgeSqueezeError(f"the pytorch backend runs checkpoints (.pt/.pth), not {path.suffix} files")
+    if _engine_path_for(path) or backend == "tensorrt":
+        from .runtimes import tensorrt_backend
+
+        if backend == "tensorrt" or _engine_path_for(path):
+            return tensorrt_backend.load(path, precision=precision, **options)
+    if backend == "auto":
+        from .runtimes import tensorrt_backend
+
+        reason = tensorrt_backend.unavailable_reason()
+        if reason is None:
+            try:
+                return tensorrt_backend.load(path, precision=precision, **options)
+            except EdgeSqueezeError as exc:
+                _log_fallback_once(f"TensorRT not used for {path.name}: {exc}")
+        else:
+            _log_fallback_once(f"TensorRT not used: {reason}")
+    from .runtimes import onnxruntime_backend as ortb
+
+    if backend in ("auto", "onnxruntime-cuda"):
+        if "CUDAExecutionProvider" in ortb.available_providers():
+            return ortb.load(path, ortb.OrtOptions(providers=("cuda",), threads=threads))
+        if backend == "onnxruntime-cuda":
+            raise EdgeSqueezeError(
+                "ONNX Runtime's CUDA provider is not installed: pip install onnxruntime-gpu"
+            )
+        _log_fallback_once("ONNX Runtime CUDA not used: onnxruntime-gpu is not installed; running on the CPU")
+    return ortb.load(path, ortb.OrtOptions(providers=("cpu",), threads=threads, **options))
+
+
+class Classifier:
+    """Classify images with a model file alone: its labels and preprocessing travel inside it.
+
+    ``backend``: ``"auto"`` (TensorRT engine > TensorRT from ONNX > ONNX Runtime CUDA > CPU),
+    ``"tensorrt"``, ``"onnxruntime"``, ``"onnxruntime-cuda"`` or ``"pytorch"``. ``precision``
+    applies when TensorRT builds an engine from an ONNX model. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str]],
+        backend: str = "auto",
+        precision: Optional[str] = None,
+        threads: int = 0,
+        topk: int = 5,
+        **options: Any,
+    ) -> None:
+        self.path = Path(path)
+        self.backend = load_backend(self.path, backend, precision=precision, threads=threads, **options)
+        self.metadata: ArtifactMetadata = self.backend.metadata
+        self.labels = self.metadata.labels
+        self.spec = self.metadata.preprocess
+        self.topk = max(1, min(topk, len(self.labels)))
+        # ONNX Runtime sessions are thread-safe; TensorRT contexts and torch modules are not
+        self._lock: Optional[threading.Lock] = (
+            None if self.backend.info.name == "onnxruntime" else threading.Lock()
+        )
+        expected = tuple(self.backend.info.input_shape[1:])
+        if expected != self.spec.input_shape:
+            raise EdgeSqueezeError(
+                f"{self.path}: the model takes {expected} but its preprocessing makes {self.spec.input_shape}; "
+                "re-export it"
+            )
+
+    @property
+    def info(self) -> Any:
+        return self.backend.info
+
+    def __repr__(self) -> str:
+        info = self.backend.info
+        shape = "x".join("N" if d is None else str(d) for d in info.input_shape)
+        return (
+            f"Classifier({str(self.path)!r}, backend={info.name!r}, precision={info.precision!r}, "
+            f"device={info.device!r}, input={shape}, classes={len(self.labels)})"
+        )
+
+    def preprocess(
+        self, images: Union[ImageInput, Sequence[ImageInput]], input_order: str = "BGR"
+    ) -> np.ndarray:
+        return preprocess(images, self.spec, input_order)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for an already preprocessed NCHW float32 batch."""
+        if self._lock is None:
+            return self.backend.infer(batch)
+        with self._lock:
+            return self.backend.infer(batch)
+
+    def logits(self, images: Union[ImageInput, Sequence[ImageInput]], input_order: str = "BGR") -> np.ndarray:
+        return self.infer(self.preprocess(images, input_order))
+
+    def _predictions(self, logits: np.ndarray) -> List[Prediction]:
+        probs = softmax(logits)
+        k = self.topk
+        top = (
+            np.argpartition(-probs, k - 1, axis=1)[:, :k]
+            if k < probs.shape[1]
+            else np.tile(np.arange(probs.shape[1]), (len(probs), 1))
+        )
+        results = []
+        for row, idx in zip(probs, top):
+            order = idx[np.argsort(-row[idx])]
+            topk = [(int(i), self.labels.name(int(i)), float(row[i])) for i in order]
+            results.append(Prediction(topk[0][0], topk[0][1], topk[0][2], topk))
+        return results
+
+    def predict(self, image: ImageInput, input_order: str = "BGR") -> Prediction:
+        """One image (path, or HxWxC array, BGR by default) to its best classes."""
+        if isinstance(image, (list, tuple)) or (isinstance(image, np.ndarray) and image.ndim == 4):
+            raise EdgeSqueezeError("predict takes one image; use predict_batch for several")
+        return self._predictions(self.logits(image, input_order))[0]
+
+    def predict_batch(self, images: Sequence[ImageInput], input_order: str = "BGR") -> List[Prediction]:
+        return self._predictions(self.logits(list(images), input_order))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

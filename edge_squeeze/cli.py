@@ -1,0 +1,308 @@
+"""The ``edge-squeeze`` command line.
+
+User errors print one line, ``edge-squeeze: error: ...``, and exit 1 without a traceback
+(``EDGE_SQUEEZE_DEBUG=1`` shows it). Heavy imports happen inside each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ._version import __version__
+from .errors import EdgeSqueezeError
+
+log = logging.getLogger("edge_squeeze")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("edge-squeeze: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+
+
+def _print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for n, row in enumerate(cells):
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            ).rstrip()
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _labels_arg(path: Optional[str]) -> Any:
+    if path is None:
+        return None
+    from .labels import load_labels
+
+    return load_labels(path)
+
+
+# --- info / models -----------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .environment import as_dict, report
+
+    if args.json:
+        print(json.dumps(as_dict(), indent=2))
+        return 0
+    width = max(len(k) for k, _ in report())
+    for key, value in report():
+        print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import family_table
+
+    rows = family_table(args.image_size, args.num_classes)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"SqueezeNet family at {args.image_size}x{args.image_size}, {args.num_classes} classes")
+    _print_table(
+        [
+            (r["arch"], r["bypass"], f"{r['params']:,}", f"{r['macs'] / 1e6:,.1f} M", f"{r['fp32_mb']:.2f}")
+            for r in rows
+        ],
+        ("arch", "bypass", "params", "MACs", "fp32 MB"),
+    )
+    return 0
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export.pipeline import ExportOptions, run_export
+
+    options = ExportOptions(
+        weights=args.weights,
+        out=Path(args.out),
+        arch=args.arch,
+        labels=_labels_arg(args.labels),
+        num_classes=args.num_classes,
+        image_size=args.image_size,
+        opset=args.opset,
+        simplify=args.simplify,
+        int8=args.int8,
+        calib=Path(args.calib) if args.calib else None,
+        calib_count=args.calib_count,
+        calib_method=args.calib_method,
+        sensitivity_report=args.report,
+        eval_data=Path(args.eval) if args.eval else None,
+        progress=not args.quiet,
+    )
+    report = run_export(options)
+    print(f"wrote {args.out}/ ({', '.join(f['path'] for f in report['files'].values())}, export-report.json)")
+    if "int8" in report:
+        last = report["int8"]["steps"][-1]
+        print(
+            f"int8: calibrated on {report['int8']['calibration']['images']} images "
+            f"({report['int8']['calibration']['method']}); float layers: {', '.join(report['int8']['float_nodes'])}; "
+            f"top-1 agreement with fp32 on the calibration set {100 * last['top1_agreement']:.1f}%"
+        )
+        if "sensitivity" in report["int8"]:
+            print("per-layer sensitivity (one layer quantized, the rest float; most sensitive first):")
+            _print_table(
+                [
+                    (row["node"], f"{row['logit_mse']:.4f}", f"{100 * row['top1_agreement']:.1f}%")
+                    for row in report["int8"]["sensitivity"][:10]
+                ],
+                ("layer", "logit MSE", "agreement"),
+            )
+    if "eval" in report:
+        ev = report["eval"]
+        rows = []
+        for key in ("pytorch", "onnx_fp32", "onnx_int8", "onnx_int8_cpu"):
+            if key in ev:
+                agree = ev[key].get("agreement_with_fp32")
+                rows.append(
+                    (
+                        key,
+                        f"{100 * ev[key]['top1']:.1f}%",
+                        f"{100 * ev[key]['top5']:.1f}%",
+                        "" if agree is None else f"{100 * agree:.1f}%",
+                    )
+                )
+        _print_table(rows, ("model", "top-1", "top-5", "agrees w/ fp32"))
+    if args.engine:
+        from .export.tensorrt_build import build_engine_cli
+
+        return build_engine_cli(Path(args.out) / ("model.int8.onnx" if args.int8 else "model.onnx"), args)
+    return 0
+
+
+# --- predict / eval ----------------------------------------------------------------------------
+
+
+def _classifier(args: argparse.Namespace) -> Any:
+    from .classifier import Classifier
+
+    return Classifier(
+        args.model,
+        backend=args.backend,
+        precision=getattr(args, "precision", None),
+        threads=args.threads,
+        topk=getattr(args, "topk", 5),
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    clf = _classifier(args)
+    log.info("%r", clf)
+    failures = 0
+    results = []
+    for image in args.images:
+        try:
+            pred = clf.predict(image)
+        except EdgeSqueezeError as exc:
+            print(f"edge-squeeze: error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        results.append({"image": image, **pred.to_dict()})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for res in results:
+            print(res["image"])
+            for rank, top in enumerate(res["topk"], 1):
+                print(f"  {rank}. {top['label']:<30} {100 * top['score']:5.1f}%  (class {top['index']})")
+    return 1 if failures else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    clf = _classifier(args)
+    log.info("%r", clf)
+    acc = evaluate(clf.infer, args.data, clf.labels, clf.spec, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(acc.to_dict()))
+    else:
+        print(f"{args.model}: top-1 {100 * acc.top1:.1f}%  top-5 {100 * acc.top5:.1f}%  on {acc.n} images")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "pytorch"],
+    )
+    p.add_argument(
+        "--precision", choices=["fp32", "fp16", "int8"], help="engine precision when TensorRT builds one"
+    )
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the runtime's default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-squeeze", description="SqueezeNet from PyTorch to the edge.")
+    parser.add_argument("--version", action="version", version=f"edge-squeeze {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands: Dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        commands[name] = func
+        return p
+
+    p = add("info", cmd_info, "versions of everything edge-squeeze uses, and what is missing")
+    p.add_argument("--json", action="store_true")
+
+    p = add("models", cmd_models, "the SqueezeNet family: parameters, multiply-adds, fp32 size")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+
+    p = add(
+        "export", cmd_export, "PyTorch weights -> ONNX (fp32), optionally INT8 Q/DQ and a TensorRT engine"
+    )
+    p.add_argument(
+        "--arch",
+        choices=["squeezenet1_0", "squeezenet1_1"],
+        help="architecture (a training checkpoint names its own)",
+    )
+    p.add_argument("--weights", required=True, help="'imagenet', a state-dict .pth, or a training checkpoint")
+    p.add_argument("--labels", help="class names: one a line, or synset_words.txt form (wnid name, ...)")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--image-size", type=int, help="input size (default: the weights' own, 224 for ImageNet)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--simplify", action="store_true", help="run onnxsim on the fp32 model")
+    p.add_argument("--out", default="out", help="output folder (default: out)")
+    p.add_argument("--int8", action="store_true", help="also write INT8 Q/DQ models (needs --calib)")
+    p.add_argument("--calib", help="folder of calibration images (searched recursively)")
+    p.add_argument("--calib-count", type=int, help="use a deterministic sample of N calibration images")
+    p.add_argument("--calib-method", default="entropy", choices=["entropy", "minmax", "percentile"])
+    p.add_argument("--report", action="store_true", help="per-layer INT8 sensitivity report")
+    p.add_argument("--eval", help="labelled image folder: record fp32 vs int8 accuracy in the report")
+    p.add_argument(
+        "--engine", action="store_true", help="also build a TensorRT engine (needs TensorRT and a GPU)"
+    )
+    p.add_argument(
+        "--engine-precision", choices=["fp32", "fp16", "int8"], help="default: int8 with --int8, else fp16"
+    )
+
+    p = add("predict", cmd_predict, "classify image files with a model")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    _add_runtime_args(p)
+
+    p = add("eval", cmd_eval, "top-1/top-5 accuracy on a labelled image folder")
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help="class subfolders, or ImageNet wnid file names")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    _add_runtime_args(p)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(add)
+    parser.set_defaults(commands=commands)
+    return parser
+
+
+# Commands defined in their own modules register here (build-engine, bench, camera, train, compress).
+_EXTRA_COMMANDS: List[Callable[[Callable[..., argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeSqueezeError as exc:
+        if os.environ.get("EDGE_SQUEEZE_DEBUG"):
+            raise
+        print(f"edge-squeeze: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edge-squeeze: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

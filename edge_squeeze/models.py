@@ -1,0 +1,244 @@
+"""The SqueezeNet family (Iandola et al., ICLR 2017), built from the paper's metaparameters.
+
+State-dict keys match torchvision's ``squeezenet1_0``/``squeezenet1_1`` (``features.3.squeeze.weight``,
+``classifier.1.weight``, ...), so torchvision's ImageNet checkpoints load unchanged.
+
+Fire module i (i = 0 for fire2 ... 7 for fire9) has ``e_i = base_e + incr_e * floor(i / freq)``
+expand filters, ``pct_3x3`` of them 3x3, and ``squeeze_ratio * e_i`` squeeze filters. The defaults
+reproduce SqueezeNet 1.0 exactly. This module needs torch (the workstation side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import EdgeSqueezeError, require
+
+torch = require("torch", "the SqueezeNet models")
+nn = torch.nn
+
+BYPASS_MODES = ("none", "simple", "complex")
+
+
+@dataclasses.dataclass(frozen=True)
+class SqueezeNetConfig:
+    """Everything that defines a SqueezeNet variant; serialised into checkpoints and artifacts."""
+
+    version: str = "1_0"
+    num_classes: int = 1000
+    bypass: str = "none"
+    base_e: int = 128
+    incr_e: int = 128
+    pct_3x3: float = 0.5
+    freq: int = 2
+    squeeze_ratio: float = 0.125
+    conv1_channels: int = 96
+    conv1_kernel: int = 7
+    # max-pool after conv1 and after these fire modules (2..9); the paper's "late downsampling"
+    pool_after: Tuple[int, ...] = (4, 8)
+    conv10_padding: int = 0  # 1 in the Caffe Deep-Compression model
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.bypass not in BYPASS_MODES:
+            raise EdgeSqueezeError(f"bypass must be one of {', '.join(BYPASS_MODES)}, not {self.bypass!r}")
+        if not 0.0 < self.pct_3x3 < 1.0:
+            raise EdgeSqueezeError("pct_3x3 must lie strictly between 0 and 1")
+        if self.num_classes < 1:
+            raise EdgeSqueezeError("num_classes must be at least 1")
+
+    def fire_widths(self) -> List[Tuple[int, int, int]]:
+        """(squeeze, expand1x1, expand3x3) for fire2 ... fire9."""
+        widths = []
+        for i in range(8):
+            e = self.base_e + self.incr_e * (i // self.freq)
+            e3 = round(e * self.pct_3x3)
+            widths.append((max(1, round(e * self.squeeze_ratio)), e - e3, e3))
+        return widths
+
+    @property
+    def arch(self) -> str:
+        return f"squeezenet{self.version}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pool_after"] = list(self.pool_after)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> SqueezeNetConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "pool_after" in kwargs:
+            kwargs["pool_after"] = tuple(kwargs["pool_after"])
+        return cls(**kwargs)
+
+
+ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "squeezenet1_0": {"version": "1_0", "conv1_channels": 96, "conv1_kernel": 7, "pool_after": (4, 8)},
+    # 1.1: 64 3x3 filters in conv1 and earlier pooling, 2.4x less compute, same accuracy
+    "squeezenet1_1": {"version": "1_1", "conv1_channels": 64, "conv1_kernel": 3, "pool_after": (3, 5)},
+}
+
+
+def config_for(arch: str, **overrides: Any) -> SqueezeNetConfig:
+    if arch not in ARCH_DEFAULTS:
+        raise EdgeSqueezeError(f"unknown architecture {arch!r}: choose {' or '.join(ARCH_DEFAULTS)}")
+    values = dict(ARCH_DEFAULTS[arch])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SqueezeNetConfig(**values)
+
+
+class Fire(nn.Module):
+    """1x1 squeeze, then parallel 1x1 and 3x3 expands, concatenated; optional bypass around it."""
+
+    def __init__(
+        self, inplanes: int, squeeze: int, expand1x1: int, expand3x3: int, bypass: str = "none"
+    ) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(inplanes, squeeze, kernel_size=1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+        out = expand1x1 + expand3x3
+        self.identity_bypass = bypass != "none" and inplanes == out
+        # complex bypass: a 1x1 conv where the widths differ (the paper's extra parameters)
+        self.bypass_conv = (
+            nn.Conv2d(inplanes, out, kernel_size=1) if bypass == "complex" and inplanes != out else None
+        )
+
+    def forward(self, x: Any) -> Any:
+        s = self.squeeze_activation(self.squeeze(x))
+        out = torch.cat(
+            [self.expand1x1_activation(self.expand1x1(s)), self.expand3x3_activation(self.expand3x3(s))], 1
+        )
+        if self.identity_bypass:
+            out = out + x
+        elif self.bypass_conv is not None:
+            out = out + self.bypass_conv(x)
+        return out
+
+
+class SqueezeNet(nn.Module):
+    def __init__(self, config: Optional[SqueezeNetConfig] = None) -> None:
+        super().__init__()
+        self.config = config = config or SqueezeNetConfig()
+        layers: List[Any] = [
+            nn.Conv2d(3, config.conv1_channels, kernel_size=config.conv1_kernel, stride=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+        ]
+        channels = config.conv1_channels
+        for number, (s, e1, e3) in enumerate(config.fire_widths(), start=2):
+            layers.append(Fire(channels, s, e1, e3, config.bypass))
+            channels = e1 + e3
+            if number in config.pool_after:
+                layers.append(nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True))
+        self.features = nn.Sequential(*layers)
+        final_conv = nn.Conv2d(channels, config.num_classes, kernel_size=1, padding=config.conv10_padding)
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=config.dropout), final_conv, nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1))
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                if m is final_conv:
+                    # small init keeps the ReLU before the global pool alive; with the default init
+                    # training from scratch can stall at chance
+                    nn.init.normal_(m.weight, mean=0.0, std=0.01)
+                else:
+                    nn.init.kaiming_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
+
+    def forward(self, x: Any) -> Any:
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+def _build(arch: str, num_classes: int, bypass: str, weights: Any, **meta: Any) -> SqueezeNet:
+    model = SqueezeNet(config_for(arch, num_classes=num_classes, bypass=bypass, **meta))
+    if weights is not None:
+        from .weights import load_weights_into
+
+        load_weights_into(model, weights)
+    return model
+
+
+def squeezenet1_0(
+    num_classes: int = 1000, bypass: str = "none", weights: Any = None, **meta: Any
+) -> SqueezeNet:
+    """SqueezeNet 1.0 (the paper's Table 1). ``weights``: ``"imagenet"``, a ``.pth`` state dict or a checkpoint.
+
+    ``meta`` overrides metaparameters: base_e, incr_e, pct_3x3, freq, squeeze_ratio.
+    """
+    return _build("squeezenet1_0", num_classes, bypass, weights, **meta)
+
+
+def squeezenet1_1(
+    num_classes: int = 1000, bypass: str = "none", weights: Any = None, **meta: Any
+) -> SqueezeNet:
+    """SqueezeNet 1.1: same accuracy as 1.0 with 2.4x less computation."""
+    return _build("squeezenet1_1", num_classes, bypass, weights, **meta)
+
+
+def build_model(config: SqueezeNetConfig) -> SqueezeNet:
+    return SqueezeNet(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCost:
+    params: int
+    conv_macs: int  # multiply-accumulates of the convolutions
+    bias_adds: int  # one add per conv output element (torchinfo counts these into its mult-adds)
+    fp32_bytes: int
+
+    @property
+    def macs_with_bias(self) -> int:
+        return self.conv_macs + self.bias_adds
+
+
+def model_cost(model: Any, image_size: int = 224) -> ModelCost:
+    """Parameters and multiply-adds of one image at ``image_size`` (conv layers; pools and ReLUs are free)."""
+    conv_macs = 0
+    bias_adds = 0
+
+    def hook(module: Any, _inputs: Any, output: Any) -> None:
+        nonlocal conv_macs, bias_adds
+        per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        conv_macs += output.numel() * per_output
+        if module.bias is not None:
+            bias_adds += output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return ModelCost(params=params, conv_macs=conv_macs, bias_adds=bias_adds, fp32_bytes=params * 4)
+
+
+def family_table(image_size: int = 224, num_classes: int = 1000) -> List[Dict[str, Any]]:
+    """One row per variant of the family: the architectures and the paper's bypass variants."""
+    rows = []
+    for arch in ARCH_DEFAULTS:
+        for bypass in BYPASS_MODES:
+            config = config_for(arch, num_classes=num_classes, bypass=bypass)
+            cost = model_cost(SqueezeNet(config), image_size)
+            rows.append(
+                {
+                    "arch": arch,
+                    "bypass": bypass,
+                    "params": cost.params,
+                    "macs": cost.conv_macs,
+                    "fp32_mb": cost.fp32_bytes / 1e6,
+                }
+            )
+    return rows

@@ -1,0 +1,199 @@
+"""Where a model's weights come from: ImageNet (torchvision's checkpoint), a state-dict ``.pth``, or an
+edge-squeeze training checkpoint that carries its own architecture, labels and preprocessing.
+
+Files are data, not code: every load uses ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from .errors import EdgeSqueezeError, require
+from .fileio import atomic_path, sha256_file
+from .labels import Labels, imagenet_labels
+from .preprocess import PreprocessSpec
+
+CHECKPOINT_FORMAT = "edge-squeeze-checkpoint"
+
+# torchvision's published ImageNet checkpoints; the 8 hex digits in each name start its sha256.
+IMAGENET_URLS = {
+    "squeezenet1_0": "https://download.pytorch.org/models/squeezenet1_0-b66bff10.pth",
+    "squeezenet1_1": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGE_SQUEEZE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edge_squeeze"
+    )
+    return Path(root)
+
+
+def download_imagenet_weights(arch: str) -> Path:
+    """Download torchvision's checkpoint once into the cache, checking its sha256 prefix."""
+    if arch not in IMAGENET_URLS:
+        raise EdgeSqueezeError(f"no ImageNet weights for {arch!r}: choose {' or '.join(IMAGENET_URLS)}")
+    url = IMAGENET_URLS[arch]
+    name = url.rsplit("/", 1)[1]
+    expected_prefix = name.rsplit("-", 1)[1].split(".")[0]
+    target = cache_dir() / "weights" / name
+    if target.is_file() and sha256_file(target).startswith(expected_prefix):
+        return target
+    try:
+        with atomic_path(target) as tmp:
+            with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:
+                digest = hashlib.sha256()
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+            if not digest.hexdigest().startswith(expected_prefix):
+                raise EdgeSqueezeError(
+                    f"downloaded {url} but its sha256 does not match {expected_prefix}; try again"
+                )
+    except (urllib.error.URLError, OSError) as exc:
+        raise EdgeSqueezeError(
+            f"cannot download ImageNet weights for {arch} from {url} ({exc}); offline? download the file "
+            f"elsewhere and pass it with --weights PATH.pth, or put it at {target}"
+        ) from exc
+    return target
+
+
+@dataclasses.dataclass
+class LoadedWeights:
+    state_dict: Dict[str, Any]
+    sha256: str
+    source: str
+    config: Optional[Dict[str, Any]] = None
+    labels: Optional[Labels] = None
+    preprocess: Optional[PreprocessSpec] = None
+    extra: Optional[Dict[str, Any]] = None
+
+
+def read_weights(weights: Union[str, os.PathLike[str]], arch: Optional[str] = None) -> LoadedWeights:
+    """Read ``"imagenet"``, a state-dict file, or a training checkpoint, without building a model."""
+    torch = require("torch", "loading PyTorch weights")
+    if str(weights) == "imagenet":
+        if arch is None:
+            raise EdgeSqueezeError("weights='imagenet' needs an architecture (--arch)")
+        path = download_imagenet_weights(arch)
+        loaded = read_weights(path)
+        loaded.labels = imagenet_labels()
+        loaded.source = f"imagenet:{arch}"
+        return loaded
+    path = Path(weights)
+    if not path.is_file():
+        raise EdgeSqueezeError(
+            f"weights file not found: {path} (a .pth state dict, a checkpoint, or 'imagenet')"
+        )
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise EdgeSqueezeError(
+            f"cannot read weights {path}: not a PyTorch state dict or checkpoint, or truncated ({exc.__class__.__name__})"
+        ) from exc
+    sha = sha256_file(path)
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return LoadedWeights(
+            state_dict=obj["state_dict"],
+            sha256=sha,
+            source=str(path),
+            config=obj.get("config"),
+            labels=Labels.from_dict(obj["labels"]) if obj.get("labels") else None,
+            preprocess=PreprocessSpec.from_dict(obj["preprocess"]) if obj.get("preprocess") else None,
+            extra={k: v for k, v in obj.items() if k not in ("state_dict",)},
+        )
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
+        raise EdgeSqueezeError(f"{path} holds no state dict of tensors")
+    # checkpoints saved from DataParallel / torch.compile prefix their keys
+    state = {k.replace("module.", "", 1).replace("_orig_mod.", "", 1): v for k, v in obj.items()}
+    return LoadedWeights(state_dict=state, sha256=sha, source=str(path))
+
+
+def infer_num_classes(state_dict: Dict[str, Any]) -> Optional[int]:
+    weight = state_dict.get("classifier.1.weight")
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def load_weights_into(model: Any, weights: Union[str, os.PathLike[str], LoadedWeights]) -> LoadedWeights:
+    """Load weights into ``model`` strictly, with one clear line on any shape or key mismatch."""
+    loaded = weights if isinstance(weights, LoadedWeights) else read_weights(weights, model.config.arch)
+    try:
+        model.load_state_dict(loaded.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise EdgeSqueezeError(
+            f"weights {loaded.source} do not fit {model.config.arch} with {model.config.num_classes} classes "
+            f"(bypass={model.config.bypass}): {detail[:300]}; check --arch, --num-classes and --bypass"
+        ) from exc
+    return loaded
+
+
+@dataclasses.dataclass
+class ModelBundle:
+    """A model ready to export or evaluate, with what must travel with it."""
+
+    model: Any
+    config: Any
+    labels: Labels
+    preprocess: PreprocessSpec
+    weights_sha256: str
+    source: str
+
+
+def load_model(
+    weights: Union[str, os.PathLike[str]],
+    arch: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    labels: Optional[Labels] = None,
+    image_size: Optional[int] = None,
+    bypass: Optional[str] = None,
+) -> ModelBundle:
+    """Build the model a weights file describes (its checkpoint config, else ``arch``) and load it."""
+    from .models import SqueezeNet, SqueezeNetConfig, config_for
+
+    loaded = read_weights(weights, arch)
+    if loaded.config is not None:
+        config = SqueezeNetConfig.from_dict(loaded.config)
+        if arch and arch != config.arch:
+            raise EdgeSqueezeError(
+                f"checkpoint {loaded.source} holds {config.arch}, but --arch {arch} was given"
+            )
+    else:
+        if arch is None:
+            raise EdgeSqueezeError(
+                f"{loaded.source} is a plain state dict: say which model it is with --arch"
+            )
+        classes = num_classes or infer_num_classes(loaded.state_dict) or 1000
+        config = config_for(arch, num_classes=classes, bypass=bypass)
+    if num_classes is not None and num_classes != config.num_classes:
+        raise EdgeSqueezeError(
+            f"--num-classes {num_classes} but the weights {loaded.source} have {config.num_classes} classes"
+        )
+    model = SqueezeNet(config)
+    load_weights_into(model, loaded)
+    model.eval()
+    chosen_labels = labels or loaded.labels
+    if chosen_labels is None and config.num_classes == 1000:
+        chosen_labels = imagenet_labels()
+    if chosen_labels is None:
+        chosen_labels = Labels.numbered(config.num_classes)
+    if len(chosen_labels) != config.num_classes:
+        raise EdgeSqueezeError(
+            f"the labels name {len(chosen_labels)} classes but the model has {config.num_classes}; "
+            "pass a --labels file with one line per class"
+        )
+    spec = loaded.preprocess or PreprocessSpec.imagenet(image_size or 224)
+    if image_size and image_size != spec.crop:
+        spec = dataclasses.replace(spec, crop=image_size, resize=round(image_size * spec.resize / spec.crop))
+    return ModelBundle(model, config, chosen_labels, spec, loaded.sha256, loaded.source)

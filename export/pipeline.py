@@ -1,0 +1,291 @@
+"""The export job: weights -> ``model.onnx`` (fp32) -> ``model.int8.onnx`` + ``model.int8.cpu.onnx``.
+
+Everything the job measured goes into ``export-report.json`` beside the models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from edge_squeeze._version import __version__
+from edge_squeeze.errors import EdgeSqueezeError
+from edge_squeeze.fileio import sha256_file, write_text_atomic
+from edge_squeeze.labels import Labels
+from edge_squeeze.metadata import ArtifactMetadata
+from edge_squeeze.preprocess import preprocess_one
+
+from . import quantize as q
+from . import ranges as r
+from .calibration import CalibrationSet, calibration_cache_key, select_calibration_images
+from .onnx_export import DEFAULT_OPSET, export_fp32, load_onnx_model, set_metadata
+
+log = logging.getLogger("edge_squeeze")
+
+FP32_NAME = "model.onnx"
+INT8_NAME = "model.int8.onnx"
+INT8_CPU_NAME = "model.int8.cpu.onnx"
+REPORT_NAME = "export-report.json"
+TRT_CACHE_NAME = "model.calib.cache"
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    weights: str
+    out: Path
+    arch: Optional[str] = None
+    labels: Optional[Labels] = None
+    num_classes: Optional[int] = None
+    image_size: Optional[int] = None
+    opset: int = DEFAULT_OPSET
+    simplify: bool = False
+    int8: bool = False
+    calib: Optional[Path] = None
+    calib_count: Optional[int] = None
+    calib_method: str = "entropy"
+    # keep layers in float, most sensitive first, until calibration-set top-1 agreement with fp32
+    # reaches this (at most max_float_layers of them)
+    target_agreement: float = 0.93
+    max_float_layers: int = 2
+    sensitivity_report: bool = False
+    eval_data: Optional[Path] = None
+    progress: bool = True
+
+
+def _logits_head_nodes(model: Any) -> List[str]:
+    """The global average pool that produces the logits: quantizing it rounds the logits themselves
+    (one int8 step is ~0.3 logit), which reorders close classes; computing it in float costs nothing."""
+    return [n.name for n in model.graph.node if n.op_type in ("GlobalAveragePool", "ReduceMean")]
+
+
+def _parity_batch(options: ExportOptions, spec: Any, calib_paths: Sequence[Path]) -> np.ndarray:
+    if calib_paths:
+        arrays = []
+        for path in list(calib_paths)[:32]:
+            try:
+                arrays.append(preprocess_one(path, spec))
+            except EdgeSqueezeError:
+                continue
+            if len(arrays) == 16:
+                break
+        if arrays:
+            return np.stack(arrays)
+    # without photos: smooth random images, which excite the network more like photos than noise does
+    rng = np.random.default_rng(0)
+    images = [
+        np.clip(np.cumsum(rng.normal(0, 6, (spec.crop, spec.crop, 3)), axis=0) + 128, 0, 255).astype(np.uint8)
+        for _ in range(8)
+    ]
+    return np.stack([preprocess_one(img, spec) for img in images])
+
+
+def run_export(options: ExportOptions) -> Dict[str, Any]:
+    from edge_squeeze.weights import load_model
+
+    t_start = time.perf_counter()
+    out = Path(options.out)
+    bundle = load_model(
+        options.weights,
+        arch=options.arch,
+        num_classes=options.num_classes,
+        labels=options.labels,
+        image_size=options.image_size,
+    )
+    calib_paths: List[Path] = []
+    if options.int8:
+        if options.calib is None:
+            raise EdgeSqueezeError(
+                "--int8 needs --calib DIR: a folder of typical input images to calibrate on"
+            )
+        calib_paths = select_calibration_images(options.calib, options.calib_count)
+    elif options.calib is not None:
+        log.warning("--calib is only used with --int8; ignoring it")
+    metadata = ArtifactMetadata(
+        arch=bundle.config.arch,
+        labels=bundle.labels,
+        preprocess=bundle.preprocess,
+        precision="fp32",
+        weights_sha256=bundle.weights_sha256,
+        model_config=bundle.config.to_dict(),
+    )
+    report: Dict[str, Any] = {
+        "edge_squeeze_version": __version__,
+        "arch": bundle.config.arch,
+        "weights": bundle.source,
+        "weights_sha256": bundle.weights_sha256,
+        "num_classes": bundle.config.num_classes,
+        "preprocess": bundle.preprocess.to_dict(),
+        "opset": options.opset,
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "files": {},
+    }
+    fp32_path = out / FP32_NAME
+    report["parity"] = export_fp32(
+        bundle.model,
+        metadata,
+        fp32_path,
+        _parity_batch(options, bundle.preprocess, calib_paths),
+        options.opset,
+        options.simplify,
+    )
+    report["files"]["fp32"] = {"path": FP32_NAME, "bytes": fp32_path.stat().st_size}
+    if options.int8:
+        report["int8"] = _export_int8(options, metadata, fp32_path, calib_paths)
+        for key, name in (("int8", INT8_NAME), ("int8_cpu", INT8_CPU_NAME)):
+            report["files"][key] = {"path": name, "bytes": (out / name).stat().st_size}
+    if options.eval_data is not None:
+        report["eval"] = evaluate_exported(out, options.eval_data, bundle, int8=options.int8)
+    report["seconds"] = round(time.perf_counter() - t_start, 1)
+    write_text_atomic(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True))
+    return report
+
+
+def _export_int8(
+    options: ExportOptions, metadata: ArtifactMetadata, fp32_path: Path, calib_paths: List[Path]
+) -> Dict[str, Any]:
+    out = fp32_path.parent
+    fp32 = load_onnx_model(fp32_path)
+    calib = CalibrationSet(calib_paths, metadata.preprocess, progress=options.progress)
+    model_sha = sha256_file(fp32_path)
+    key = calibration_cache_key(model_sha, calib.fingerprint(), "stats", bins=r.HIST_BINS)
+    cache_path = out / "calibration" / f"stats-{key}.npz"
+    stats, reused = r.cached_stats(fp32, calib, cache_path, key, progress=options.progress)
+    ranges = r.fold_relu_ranges(fp32, r.compute_ranges(stats, options.calib_method))
+    reference = q.logits_of(fp32.SerializeToString(), calib.data)
+    head = _logits_head_nodes(fp32)
+    result: Dict[str, Any] = {
+        "calibration": {
+            "images": len(calib),
+            "skipped": [str(p) for p in calib.skipped],
+            "method": options.calib_method,
+            "cache": str(cache_path.relative_to(out)),
+            "cache_reused": reused,
+        },
+    }
+    ranking: Optional[List[str]] = None
+    if options.sensitivity_report:
+        rows = q.sensitivity(
+            fp32, ranges, "s8", options.calib_method, calib.data, reference, progress=options.progress
+        )
+        result["sensitivity"] = rows
+        ranking = [row["node"] for row in rows]
+    float_nodes, steps = q.choose_float_nodes(
+        fp32,
+        ranges,
+        "s8",
+        options.calib_method,
+        calib.data,
+        reference,
+        ranked_nodes=ranking or [],
+        target_agreement=options.target_agreement,
+        max_float=len(head),
+        always_float=head,
+    )
+    if steps[-1]["top1_agreement"] < options.target_agreement and options.max_float_layers > 0:
+        if ranking is None:
+            rows = q.sensitivity(
+                fp32, ranges, "s8", options.calib_method, calib.data, reference, progress=options.progress
+            )
+            result["sensitivity"] = rows
+            ranking = [row["node"] for row in rows]
+        float_nodes, more = q.choose_float_nodes(
+            fp32,
+            ranges,
+            "s8",
+            options.calib_method,
+            calib.data,
+            reference,
+            ranked_nodes=ranking,
+            target_agreement=options.target_agreement,
+            max_float=len(head) + options.max_float_layers,
+            always_float=head,
+        )
+        steps += more[1:]
+    result["steps"] = steps
+    result["float_nodes"] = list(float_nodes)
+    trt_cache = r.tensorrt_calibration_cache(ranges)
+    write_text_atomic(out / TRT_CACHE_NAME, trt_cache)
+    result["tensorrt_calibration_cache"] = TRT_CACHE_NAME
+    # The CPU flavour runs on ONNX Runtime's real integer kernels: pick its calibration method by
+    # what those kernels give on the calibration set (uint8 has twice the levels, so it often needs
+    # no clipping at all).
+    cpu_trials = []
+    for method in [options.calib_method] + [m for m in r.METHODS if m != options.calib_method]:
+        method_ranges = r.fold_relu_ranges(fp32, r.compute_ranges(stats, method))
+        model = q.quantize_model(
+            fp32, method_ranges, q.QuantConfig("u8", method, tuple(float_nodes)), calib.data
+        )
+        fid = q.fidelity(reference, q.logits_of(model.SerializeToString(), calib.data, exact=False))
+        cpu_trials.append((fid.top1_agreement, -fid.logit_mse, method, model, method_ranges))
+        result.setdefault("cpu_flavour_methods", []).append({"method": method, **fid.to_dict()})
+    cpu_method = max(cpu_trials, key=lambda t: t[:2])[2]
+    result["cpu_flavour_method"] = cpu_method
+    for flavour, name in (("s8", INT8_NAME), ("u8", INT8_CPU_NAME)):
+        method = options.calib_method if flavour == "s8" else cpu_method
+        config = q.QuantConfig(flavour, method, tuple(float_nodes))
+        model = q.quantize_model(
+            fp32,
+            ranges if flavour == "s8" else r.fold_relu_ranges(fp32, r.compute_ranges(stats, method)),
+            config,
+            calib.data,
+        )
+        meta = dataclasses.replace(
+            metadata,
+            precision="int8",
+            quantization={**config.describe(), "calibration_images": len(calib), "calibration_key": key},
+            variants={"cpu": INT8_CPU_NAME} if flavour == "s8" else {"qdq": INT8_NAME},
+        )
+        set_metadata(model, meta)
+        q.save_quantized(model, out / name)
+    return result
+
+
+def evaluate_exported(out: Path, data: Path, bundle: Any, int8: bool) -> Dict[str, Any]:
+    """Accuracy of PyTorch, the fp32 ONNX and (with int8) both int8 flavours, and their agreement."""
+    import torch
+
+    from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, load_eval_set
+    from edge_squeeze.runtimes import onnxruntime_backend as ortb
+
+    paths, truth = ground_truth(data, bundle.labels)
+    inputs, truth = load_eval_set(paths, truth, bundle.preprocess)
+    results: Dict[str, Any] = {"data": str(data)}
+
+    def run(infer: Any) -> Any:
+        return accuracy_from_logits(
+            np.concatenate([infer(inputs[i : i + 50]) for i in range(0, len(inputs), 50)]), truth
+        )
+
+    with torch.no_grad():
+        acc = run(lambda x: bundle.model(torch.from_numpy(x)).numpy())
+    results["pytorch"] = acc.to_dict()
+    reference = acc.predictions
+    files = [("onnx_fp32", FP32_NAME, "qdq")]
+    if int8:
+        files += [("onnx_int8", INT8_NAME, "qdq"), ("onnx_int8_cpu", INT8_CPU_NAME, "cpu")]
+    fp32_predictions = None
+    for key, name, flavour in files:
+        backend = ortb.load(out / name, ortb.OrtOptions(int8_flavour=flavour))
+        acc = run(backend.infer)
+        row = acc.to_dict()
+        row["agreement_with_pytorch"] = float(np.mean(acc.predictions == reference))
+        if key == "onnx_fp32":
+            fp32_predictions = acc.predictions
+        else:
+            row["agreement_with_fp32"] = float(np.mean(acc.predictions == fp32_predictions))
+        results[key] = row
+        log.info(
+            "%s on %s: top-1 %.1f%%, top-5 %.1f%% (%d images)",
+            name,
+            data,
+            100 * acc.top1,
+            100 * acc.top5,
+            acc.n,
+        )
+    return results

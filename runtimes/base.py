@@ -1,0 +1,63 @@
+"""The protocol every backend answers: load is the backend module's ``load``; running is ``infer``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import numpy as np
+
+from edge_squeeze.errors import EdgeSqueezeError
+
+try:  # Protocol is 3.8+, runtime_checkable too; kept in one place
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    from typing_extensions import Protocol  # type: ignore[assignment]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendInfo:
+    name: str  # "onnxruntime" | "tensorrt" | "pytorch"
+    precision: str  # "fp32" | "fp16" | "int8"
+    device: str  # e.g. "cpu", "cuda:0 (Orin)", "CUDAExecutionProvider"
+    input_name: str
+    input_shape: Tuple[Optional[int], int, int, int]  # None: dynamic batch
+    max_batch: Optional[int] = None
+    model_path: str = ""
+
+
+class Backend(Protocol):
+    info: BackendInfo
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run a preprocessed float32 NCHW batch; return float32 logits of shape (N, classes)."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions, contexts and buffers."""
+        ...
+
+
+def check_input(batch: np.ndarray, info: BackendInfo) -> np.ndarray:
+    """Validate a batch against the backend's input, with one clear line on any mismatch."""
+    if not isinstance(batch, np.ndarray):
+        raise EdgeSqueezeError(f"input must be a numpy array, got {type(batch).__name__}")
+    if batch.dtype != np.float32:
+        raise EdgeSqueezeError(
+            f"input dtype must be float32, got {batch.dtype}: pass images through edge_squeeze.preprocess first"
+        )
+    expected = info.input_shape
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(expected[1:]):
+        want = "x".join("N" if d is None else str(d) for d in expected)
+        raise EdgeSqueezeError(
+            f"input shape must be {want} (NCHW), got {tuple(batch.shape)}: use the model's own preprocessing"
+        )
+    if expected[0] is not None and batch.shape[0] != expected[0]:
+        raise EdgeSqueezeError(f"this model takes batches of exactly {expected[0]}, got {batch.shape[0]}")
+    if info.max_batch is not None and batch.shape[0] > info.max_batch:
+        raise EdgeSqueezeError(
+            f"batch {batch.shape[0]} exceeds the engine's profile maximum {info.max_batch}"
+        )
+    if batch.shape[0] == 0:
+        raise EdgeSqueezeError("input batch is empty")
+    return np.ascontiguousarray(batch)

@@ -1,0 +1,78 @@
+"""Shared fixtures. Real data lives in ../shared (never copied into the repo); tests that need it take
+the ``shared`` fixture and skip with a reason when it is absent (EDGE_SQUEEZE_SHARED overrides)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_root() -> Path:
+    return Path(os.environ.get("EDGE_SQUEEZE_SHARED", REPO.parent / "shared"))
+
+
+class Shared:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.weights_1_1 = root / "weights" / "squeezenet1_1-imagenet.pth"
+        self.deep_compression = root / "weights" / "deep-compression" / "compressed_SqueezeNet.net"
+        self.samples = root / "data" / "imagenet-samples"
+        self.val = self.samples / "val"
+        self.calib = self.samples / "calib"
+        self.synset_words = self.samples / "synset_words.txt"
+        self.photos = root / "data" / "photos"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Shared:
+    root = _shared_root()
+    if not (root / "weights" / "squeezenet1_1-imagenet.pth").is_file():
+        pytest.skip(f"shared data not found at {root} (set EDGE_SQUEEZE_SHARED); a user's clone has none")
+    return Shared(root)
+
+
+def make_pattern_image(cls: int, rng: np.random.Generator, size: int = 96) -> np.ndarray:
+    """A procedurally generated BGR image whose class is visible: stripes at a class-specific angle
+    and colour, with random phase, noise and brightness."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    angle = np.pi * cls / 4.0
+    freq = 0.15 + 0.05 * (cls % 2)
+    phase = rng.uniform(0, 2 * np.pi)
+    wave = np.sin(freq * (np.cos(angle) * xx + np.sin(angle) * yy) + phase)
+    colour = np.array([[255, 60, 60], [60, 255, 60], [60, 60, 255], [220, 220, 60]][cls % 4], np.float32)
+    img = 0.5 * (wave[..., None] + 1.0) * colour * rng.uniform(0.7, 1.0)
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def pattern_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/ and val/ class folders of generated images (4 classes)."""
+    root = tmp_path_factory.mktemp("patterns")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 48), ("val", 16)):
+        for cls in range(4):
+            folder = root / split / f"class{cls}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                cv2.imwrite(str(folder / f"{i:03d}.png"), make_pattern_image(cls, rng))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained SqueezeNet 1.1 state dict (10 classes): enough to test the export plumbing."""
+    torch = pytest.importorskip("torch")
+    from edge_squeeze.models import squeezenet1_1
+
+    torch.manual_seed(0)
+    model = squeezenet1_1(num_classes=10)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    return path

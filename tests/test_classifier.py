@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import logging
+import threading
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from edge_squeeze import Classifier, EdgeSqueezeError
+from edge_squeeze.cli import main
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_checkpoint, pattern_dataset):
+    pytest.importorskip("torch")
+    from edge_squeeze.export.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("clf")
+    run_export(
+        ExportOptions(
+            weights=str(tiny_checkpoint),
+            arch="squeezenet1_1",
+            out=out,
+            image_size=96,
+            int8=True,
+            calib=pattern_dataset / "train",
+            calib_count=24,
+            progress=False,
+        )
+    )
+    return out
+
+
+def test_predict_path_and_frame(exported, pattern_dataset):
+    clf = Classifier(exported / "model.onnx")
+    image = next((pattern_dataset / "val" / "class0").iterdir())
+    by_path = clf.predict(str(image))
+    by_frame = clf.predict(cv2.imread(str(image)))
+    assert by_path == by_frame
+    assert 0 <= by_path.index < 10 and by_path.label == f"class_{by_path.index}"
+    assert len(by_path.topk) == 5 and by_path.topk[0][0] == by_path.index
+    scores = [s for _, _, s in by_path.topk]
+    assert scores == sorted(scores, reverse=True) and 0 < by_path.score <= 1
+
+
+def test_predict_batch_matches_single(exported, pattern_dataset):
+    clf = Classifier(exported / "model.onnx")
+    images = [str(p) for p in sorted((pattern_dataset / "val" / "class1").iterdir())[:5]]
+    batch = clf.predict_batch(images)
+    assert [p.index for p in batch] == [clf.predict(i).index for i in images]
+
+
+def test_repr_names_backend_precision_and_shape(exported):
+    text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime"))
+    assert "backend='onnxruntime'" in text and "precision='int8'" in text and "Nx3x96x96" in text
+
+
+def test_int8_flavours_are_chosen_by_measurement(exported, caplog, monkeypatch):
+    from edge_squeeze.runtimes import onnxruntime_backend
+
+    monkeypatch.setattr(onnxruntime_backend, "_FLAVOUR_CHOICE", {})
+    with caplog.at_level(logging.INFO, logger="edge_squeeze"):
+        Classifier(exported / "model.int8.onnx", backend="onnxruntime")
+    assert "int8 flavour measured here" in caplog.text
+    forced = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="qdq")
+    assert forced.info.model_path.endswith("model.int8.onnx")
+    forced = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="cpu")
+    assert forced.info.model_path.endswith("model.int8.cpu.onnx")
+
+
+def test_concurrent_callers_get_the_same_answers(exported, pattern_dataset):
+    clf = Classifier(exported / "model.int8.onnx")
+    images = [cv2.imread(str(p)) for p in sorted((pattern_dataset / "val" / "class2").iterdir())[:8]]
+    expected = [clf.predict(img).index for img in images]
+    results, errors = {}, []
+
+    def worker(k):
+        try:
+            results[k] = [clf.predict(img).index for img in images]
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(r == expected for r in results.values())
+
+
+def test_wrong_shape_and_dtype(exported):
+    clf = Classifier(exported / "model.onnx")
+    with pytest.raises(EdgeSqueezeError, match="float32"):
+        clf.infer(np.zeros((1, 3, 96, 96), np.float64))
+    with pytest.raises(EdgeSqueezeError, match=r"Nx3x96x96"):
+        clf.infer(np.zeros((1, 3, 224, 224), np.float32))
+    with pytest.raises(EdgeSqueezeError, match="shape"):
+        clf.predict(np.zeros((5, 5, 7), np.uint8))
+
+
+def test_missing_truncated_and_foreign_models(exported, tmp_path):
+    with pytest.raises(EdgeSqueezeError, match="not found"):
+        Classifier(tmp_path / "none.onnx")
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes((exported / "model.onnx").read_bytes()[:100_000])
+    with pytest.raises(EdgeSqueezeError, match="truncated"):
+        Classifier(cut, backend="onnxruntime")
+    text = tmp_path / "text.onnx"
+    text.write_text("hello")
+    with pytest.raises(EdgeSqueezeError, match="cannot load ONNX model"):
+        Classifier(text, backend="onnxruntime")
+
+
+def test_model_without_metadata_runs_with_defaults_and_a_warning(exported, tmp_path, caplog):
+    model = onnx.load(str(exported / "model.onnx"))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with caplog.at_level(logging.WARNING, logger="edge_squeeze"), pytest.raises(
+        EdgeSqueezeError, match="preprocessing makes"
+    ):
+        Classifier(bare, backend="onnxruntime")  # 96x96 model, ImageNet defaults are 224
+    assert "no edge-squeeze metadata" in caplog.text
+
+
+def test_cli_predict_json_and_errors(exported, pattern_dataset, capsys, tmp_path):
+    import json
+
+    image = str(next((pattern_dataset / "val" / "class3").iterdir()))
+    assert main(["-q", "predict", str(exported / "model.onnx"), image, "--json", "--topk", "3"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["image"] == image and len(rows[0]["topk"]) == 3
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    assert main(["-q", "predict", str(exported / "model.onnx"), str(bad)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"edge-squeeze: error: cannot decode image {bad}: not an image or a corrupt file "
+        "(supported: .jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff)"
+    )
+
+
+def test_cli_eval_json_from_class_folders(tmp_path, pattern_dataset, capsys, tiny_checkpoint):
+    pytest.importorskip("torch")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class{i}" for i in range(4)) + "\n")
+    import torch
+
+    from edge_squeeze.models import squeezenet1_1
+
+    torch.manual_seed(0)
+    path = tmp_path / "four.pth"
+    torch.save(squeezenet1_1(num_classes=4).state_dict(), path)
+    assert (
+        main(
+            [
+                "-q",
+                "export",
+                "--arch",
+                "squeezenet1_1",
+                "--weights",
+                str(path),
+                "--labels",
+                str(labels),
+                "--image-size",
+                "96",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "-q",
+                "eval",
+                str(tmp_path / "o" / "model.onnx"),
+                "--data",
+                str(pattern_dataset / "val"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 64 and 0.0 <= result["top1"] <= result["top5"] <= 1.0
+
+
+import json  # noqa: E402

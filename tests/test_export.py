@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("torch")
+
+from edge_squeeze.cli import main
+from edge_squeeze.errors import EdgeSqueezeError
+from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
+from edge_squeeze.export.pipeline import ExportOptions, run_export
+from edge_squeeze.metadata import METADATA_KEY, ArtifactMetadata
+from edge_squeeze.preprocess import PreprocessSpec
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory, tiny_checkpoint, pattern_dataset) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    run_export(
+        ExportOptions(
+            weights=str(tiny_checkpoint),
+            arch="squeezenet1_1",
+            out=out,
+            image_size=96,
+            int8=True,
+            calib=pattern_dataset / "train",
+            calib_count=40,
+            progress=False,
+        )
+    )
+    return out
+
+
+def test_export_writes_every_artifact(tiny_export):
+    names = {p.name for p in tiny_export.iterdir()}
+    assert {
+        "model.onnx",
+        "model.int8.onnx",
+        "model.int8.cpu.onnx",
+        "export-report.json",
+        "model.calib.cache",
+    } <= names
+    assert not [n for n in names if n.endswith(".partial")]
+
+
+def test_onnx_carries_its_metadata(tiny_export):
+    model = onnx.load(str(tiny_export / "model.onnx"))
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = ArtifactMetadata.from_json(props[METADATA_KEY])
+    assert meta.arch == "squeezenet1_1"
+    assert meta.preprocess.crop == 96
+    assert len(meta.labels) == 10
+    assert len(meta.weights_sha256) == 64
+    assert meta.edge_squeeze_version
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 96, 96]
+    assert model.opset_import[0].version == 17
+
+
+def test_int8_model_is_symmetric_qdq_with_float_bias(tiny_export):
+    model = onnx.load(str(tiny_export / "model.int8.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [
+        inits[n.input[2]]
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits
+    ]
+    assert zero_points
+    for zp in zero_points:
+        arr = onnx.numpy_helper.to_array(zp)
+        assert arr.dtype == np.int8 and not arr.any()  # int8, zero point 0
+    for node in model.graph.node:
+        if node.op_type == "Conv" and len(node.input) > 2:
+            assert node.input[2] in inits and inits[node.input[2]].data_type == onnx.TensorProto.FLOAT
+    meta = ArtifactMetadata.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert meta.precision == "int8"
+    assert meta.quantization["flavour"] == "s8"
+    assert meta.variants == {"cpu": "model.int8.cpu.onnx"}
+
+
+def test_cpu_flavour_uses_uint8_activations(tiny_export):
+    model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert any(onnx.numpy_helper.to_array(inits[n.input[2]]).dtype == np.uint8 for n in q)
+
+
+def test_report_records_parity_and_calibration(tiny_export):
+    report = json.loads((tiny_export / "export-report.json").read_text())
+    assert report["parity"]["ok"] and report["parity"]["max_abs_logit_diff"] < 1e-3
+    assert report["int8"]["calibration"]["images"] == 40
+    assert report["exporter"].startswith("torch.onnx.export(dynamo=False)")
+
+
+def test_calibration_statistics_are_reused(tiny_export, tiny_checkpoint, pattern_dataset):
+    report = run_export(
+        ExportOptions(
+            weights=str(tiny_checkpoint),
+            arch="squeezenet1_1",
+            out=tiny_export,
+            image_size=96,
+            int8=True,
+            calib=pattern_dataset / "train",
+            calib_count=40,
+            progress=False,
+        )
+    )
+    assert report["int8"]["calibration"]["cache_reused"] is True
+    other = run_export(
+        ExportOptions(
+            weights=str(tiny_checkpoint),
+            arch="squeezenet1_1",
+            out=tiny_export,
+            image_size=96,
+            int8=True,
+            calib=pattern_dataset / "train",
+            calib_count=41,
+            progress=False,
+        )
+    )
+    assert other["int8"]["calibration"]["cache_reused"] is False
+
+
+def test_calib_count_sample_is_deterministic(pattern_dataset):
+    a = select_calibration_images(pattern_dataset, 10)
+    b = select_calibration_images(pattern_dataset, 10)
+    assert a == b and len(a) == 10
+
+
+def test_empty_and_all_corrupt_calibration_folders(tmp_path):
+    with pytest.raises(EdgeSqueezeError, match="holds no images"):
+        select_calibration_images(tmp_path)
+    for i in range(10):
+        (tmp_path / f"bad{i}.jpg").write_bytes(b"garbage")
+    with pytest.raises(EdgeSqueezeError, match="only 0 readable calibration"):
+        CalibrationSet(select_calibration_images(tmp_path), PreprocessSpec())
+
+
+def test_unreadable_calibration_images_are_skipped_with_a_warning(pattern_dataset, tmp_path, caplog):
+    import shutil
+
+    for p in select_calibration_images(pattern_dataset / "val", 12):
+        shutil.copy(p, tmp_path / p.name.replace(".png", f"-{p.parent.name}.png"))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    with caplog.at_level(logging.WARNING, logger="edge_squeeze"):
+        calib = CalibrationSet(select_calibration_images(tmp_path), PreprocessSpec())
+    assert len(calib) == 12 and calib.skipped[0].name == "broken.jpg"
+    assert "broken.jpg" in caplog.text and "skipped 1 unreadable" in caplog.text
+
+
+def test_fixed_batches_pad_by_repeating(pattern_dataset):
+    calib = CalibrationSet(
+        select_calibration_images(pattern_dataset / "val", 10), PreprocessSpec(resize=40, crop=32)
+    )
+    batches = list(calib.fixed_batches(4))
+    assert [b.shape[0] for b in batches] == [4, 4, 4]
+    np.testing.assert_array_equal(batches[-1][2], calib.data[0])
+
+
+def test_failed_export_leaves_no_artifact(tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    with pytest.raises(EdgeSqueezeError, match="holds no images"):
+        run_export(
+            ExportOptions(
+                weights=str(tiny_checkpoint),
+                arch="squeezenet1_1",
+                out=out,
+                image_size=96,
+                int8=True,
+                calib=tmp_path,
+            )
+        )
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys, tiny_checkpoint):
+    code = main(
+        ["export", "--arch", "squeezenet1_1", "--weights", str(tmp_path / "nope.pth"), "--out", str(tmp_path)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == [
+        f"edge-squeeze: error: weights file not found: {tmp_path / 'nope.pth'} "
+        "(a .pth state dict, a checkpoint, or 'imagenet')"
+    ]
+    code = main(
+        [
+            "export",
+            "--arch",
+            "squeezenet1_1",
+            "--weights",
+            str(tiny_checkpoint),
+            "--int8",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 1 and "--int8 needs --calib" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_imagenet_int8_export_meets_the_accuracy_targets(shared, tmp_path_factory):
+    """The issue's main job on the shared data: INT8 within 1 point of FP32, agreement >= 90 %,
+    FP32 ONNX within 0.5 point of PyTorch, model.int8.onnx <= 1.4 MB."""
+    out = tmp_path_factory.mktemp("imagenet")
+    code = main(
+        [
+            "-q",
+            "export",
+            "--arch",
+            "squeezenet1_1",
+            "--weights",
+            str(shared.weights_1_1),
+            "--labels",
+            str(shared.synset_words),
+            "--int8",
+            "--calib",
+            str(shared.calib),
+            "--eval",
+            str(shared.val),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    ev = json.loads((out / "export-report.json").read_text())["eval"]
+    assert abs(ev["onnx_fp32"]["top1"] - ev["pytorch"]["top1"]) <= 0.005
+    for key in ("onnx_int8", "onnx_int8_cpu"):
+        assert ev["onnx_fp32"]["top1"] - ev[key]["top1"] <= 0.010, key
+        assert ev[key]["agreement_with_fp32"] >= 0.90, key
+    assert (out / "model.int8.onnx").stat().st_size <= 1_400_000
+    from edge_squeeze import Classifier
+
+    clf = Classifier(out / "model.int8.onnx")
+    assert clf.predict(str(shared.photos / "samoyed.jpg")).label == "Samoyed"

@@ -1,0 +1,104 @@
+"""The package as users install it: layout, console script, deploy side without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edge_squeeze.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_export_and_runtimes_install_under_edge_squeeze():
+    import edge_squeeze.export
+    import edge_squeeze.runtimes
+
+    assert Path(edge_squeeze.export.__file__).parent == REPO / "export"
+    assert Path(edge_squeeze.runtimes.__file__).parent == REPO / "runtimes"
+
+
+def test_wheel_puts_nothing_generic_into_site_packages(tmp_path):
+    pytest.importorskip("setuptools")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("edge_squeeze-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"edge_squeeze", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
+    assert "edge_squeeze/export/pipeline.py" in names
+    assert "edge_squeeze/runtimes/onnxruntime_backend.py" in names
+    assert "edge_squeeze/data/imagenet_synset_words.txt" in names
+
+
+def test_deploy_side_imports_and_runs_without_torch(tmp_path):
+    """Block torch, tensorrt and pycuda imports; Classifier and the runtimes must still work."""
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'tensorrt', 'pycuda', 'tqdm', 'matplotlib'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+import numpy as np
+from edge_squeeze import Classifier, preprocess
+import edge_squeeze.runtimes.onnxruntime_backend, edge_squeeze.runtimes.tensorrt_backend
+from edge_squeeze.runtimes.tensorrt_backend import unavailable_reason
+print(unavailable_reason())
+x = preprocess(np.zeros((480, 640, 3), np.uint8))
+print(x.shape)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "TensorRT is not installed" in out and "(1, 3, 224, 224)" in out
+
+
+def test_version_and_info(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("edge-squeeze 0.")
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    for key in ("python", "numpy", "opencv", "onnxruntime", "torch", "tensorrt", "pycuda", "cuda device"):
+        assert key in info
+    assert "GStreamer" in info["opencv"]
+    assert "CPUExecutionProvider" in info["onnxruntime"]
+    if info["tensorrt"].startswith("not installed"):
+        assert "JetPack" in info["tensorrt"]
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).with_name("edge-squeeze")
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    result = subprocess.run([str(exe), "info"], capture_output=True, text=True)
+    assert result.returncode == 0 and "onnxruntime" in result.stdout
+
+
+def test_models_table(capsys):
+    pytest.importorskip("torch")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "1,248,424" in out and "1,235,496" in out and "818.9 M" in out and "349.2 M" in out
+    assert main(["models", "--num-classes", "10", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["params"] == 740_554
