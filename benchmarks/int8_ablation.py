@@ -34,7 +34,9 @@ def main() -> None:
     shared = Path(args.shared)
     samples = shared / "data" / "imagenet-samples"
     labels = load_labels(samples / "synset_words.txt")
-    bundle = load_model(shared / "weights" / "squeezenet1_1-imagenet.pth", arch="squeezenet1_1", labels=labels)
+    bundle = load_model(
+        shared / "weights" / "squeezenet1_1-imagenet.pth", arch="squeezenet1_1", labels=labels
+    )
     fp32 = torch_to_onnx(bundle.model, 224)
     calib = CalibrationSet(select_calibration_images(samples / "calib"), bundle.preprocess)
     paths, truth = ground_truth(samples / "val", labels)
@@ -53,8 +55,15 @@ def main() -> None:
         model = q.quantize_model(fp32, ranges, q.QuantConfig(flavour, method, float_nodes), calib.data)
         logits = q.logits_of(model.SerializeToString(), val, exact=exact)
         fid = q.fidelity(reference, logits)
-        row = {"step": step, "flavour": flavour, "method": method, "top1": float(np.mean(logits.argmax(1) == truth)),
-               "agreement": fid.top1_agreement, "logit_mse": fid.logit_mse, "bytes": model.ByteSize()}
+        row = {
+            "step": step,
+            "flavour": flavour,
+            "method": method,
+            "top1": float(np.mean(logits.argmax(1) == truth)),
+            "agreement": fid.top1_agreement,
+            "logit_mse": fid.logit_mse,
+            "bytes": model.ByteSize(),
+        }
         rows.append(row)
         print(json.dumps(row))
 
@@ -68,16 +77,26 @@ def main() -> None:
         measure("4. + logits average pool in float", "s8", method, True, head, exact=True)
     for method in r.METHODS:
         measure("5. CPU flavour (u8, reduce_range), fused kernels", "u8", method, True, head, exact=False)
-    result = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-              "calibration_images": len(calib), "val_images": len(truth), "rows": rows}
+    result = {
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "calibration_images": len(calib),
+        "val_images": len(truth),
+        "rows": rows,
+    }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "int8_ablation.json").write_text(json.dumps(result, indent=2))
-    lines = ["| step | flavour | method | top-1 | agreement with fp32 | logit MSE |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| step | flavour | method | top-1 | agreement with fp32 | logit MSE |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
         mse = f"{row['logit_mse']:.3f}" if "logit_mse" in row else ""
-        lines.append(f"| {row['step']} | {row['flavour']} | {row['method']} | {100 * row['top1']:.1f} % | "
-                     f"{100 * row['agreement']:.1f} % | {mse} |")
+        lines.append(
+            f"| {row['step']} | {row['flavour']} | {row['method']} | {100 * row['top1']:.1f} % | "
+            f"{100 * row['agreement']:.1f} % | {mse} |"
+        )
     (out / "int8_ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

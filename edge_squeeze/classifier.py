@@ -78,12 +78,10 @@ def load_backend(
         raise EdgeSqueezeError(
             f"model not found: {path} (check the path, or export one with edge-squeeze export)"
         )
-    if path.suffix in (".pt", ".pth", ".esqz", ".net") and backend in ("auto", "pytorch"):
+    if backend == "pytorch" or (path.suffix in (".pt", ".pth", ".esqz", ".net") and backend == "auto"):
         from .runtimes import torch_backend
 
         return torch_backend.load(path, threads=threads)
-    if backend == "pytorch":
-        raise EdgeSqueezeError(f"the pytorch backend runs checkpoints (.pt/.pth), not {path.suffix} files")
     if _engine_path_for(path) or backend == "tensorrt":
         from .runtimes import tensorrt_backend
 
@@ -174,7 +172,8 @@ class Classifier:
     def logits(self, images: Union[ImageInput, Sequence[ImageInput]], input_order: str = "BGR") -> np.ndarray:
         return self.infer(self.preprocess(images, input_order))
 
-    def _predictions(self, logits: np.ndarray) -> List[Prediction]:
+    def predictions(self, logits: np.ndarray) -> List[Prediction]:
+        """Labelled top-k predictions from a batch of logits."""
         probs = softmax(logits)
         k = self.topk
         top = (
@@ -193,10 +192,10 @@ class Classifier:
         """One image (path, or HxWxC array, BGR by default) to its best classes."""
         if isinstance(image, (list, tuple)) or (isinstance(image, np.ndarray) and image.ndim == 4):
             raise EdgeSqueezeError("predict takes one image; use predict_batch for several")
-        return self._predictions(self.logits(image, input_order))[0]
+        return self.predictions(self.logits(image, input_order))[0]
 
     def predict_batch(self, images: Sequence[ImageInput], input_order: str = "BGR") -> List[Prediction]:
-        return self._predictions(self.logits(list(images), input_order))
+        return self.predictions(self.logits(list(images), input_order))
 
     def close(self) -> None:
         self.backend.close()

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from ._version import __version__
 from .errors import EdgeSqueezeError
@@ -196,6 +196,105 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- bench -------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import (
+        BenchOptions,
+        bench_model,
+        format_table,
+        load_frames,
+        machine_info,
+        write_csv,
+        write_json,
+        write_plot,
+    )
+
+    options = BenchOptions(
+        backend=args.backend,
+        batches=[int(b) for b in str(args.batch).split(",") if b.strip()],
+        threads=args.threads,
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+        iterations=args.iterations,
+        data=Path(args.data) if args.data else None,
+    )
+    if any(b < 1 for b in options.batches):
+        raise EdgeSqueezeError("--batch takes positive sizes, e.g. 1,8,32")
+    frames = load_frames(options.data)
+    rows = []
+    for model in args.models:
+        rows.extend(bench_model(Path(model), options, frames))
+    machine = machine_info()
+    print(
+        f"{machine['cpu']} ({machine['cores']} cores), onnxruntime {machine.get('onnxruntime', '?').split()[0]}"
+    )
+    print(format_table(rows))
+    if args.json:
+        write_json(rows, Path(args.json), machine)
+    if args.csv:
+        write_csv(rows, Path(args.csv))
+    if args.plot:
+        write_plot(rows, Path(args.plot))
+    return 0
+
+
+# --- camera ------------------------------------------------------------------------------------
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    from .camera import CameraOptions, CaptureSettings, parse_source, run
+
+    settings = CaptureSettings(
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        flip=args.flip,
+        latency_ms=args.latency,
+        open_timeout_s=args.open_timeout,
+    )
+    source = parse_source(args.source, settings)
+    clf = _classifier(args)
+    log.info("%r", clf)
+    log.info("source %s (%s%s)", args.source, source.kind, ", newest frame only" if source.live else "")
+    jsonl = (
+        args.jsonl
+        if args.jsonl
+        else ("-" if args.headless and not (args.video_out or args.frames_out) else None)
+    )
+    options = CameraOptions(
+        display=args.display,
+        video_out=Path(args.video_out) if args.video_out else None,
+        frames_out=Path(args.frames_out) if args.frames_out else None,
+        jsonl=jsonl,
+        max_frames=args.max_frames,
+        retry_delays=tuple(min(0.5 * 2**i, 8.0) for i in range(args.retries)),
+        read_timeout_s=args.open_timeout * 2,
+    )
+    try:
+        summary = run(clf, source, settings, options)
+    except KeyboardInterrupt:
+        log.info("interrupted; camera and writers released")
+        return 130
+    lat = summary.latency_ms
+    log.info(
+        "%d frames in %.1f s (%.1f FPS); latency p50 %.1f ms, p90 %.1f ms, p99 %.1f ms%s",
+        summary.frames,
+        summary.seconds,
+        summary.fps,
+        lat.get("p50", 0),
+        lat.get("p90", 0),
+        lat.get("p99", 0),
+        f"; {summary.camera_frames_dropped} camera frames skipped (newest-frame policy)"
+        if source.live
+        else "",
+    )
+    if summary.error:
+        raise EdgeSqueezeError(summary.error)
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -275,14 +374,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_runtime_args(p)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(add)
+    p = add("bench", cmd_bench, "latency and throughput per stage, with percentiles")
+    p.add_argument("models", nargs="+", help=".onnx, .int8.onnx, .engine or checkpoint files")
+    p.add_argument("--batch", default="1", help="batch sizes, comma-separated (default 1)")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up, not measured")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds measured per configuration")
+    p.add_argument("--iterations", type=int, help="measure exactly N iterations instead of --duration")
+    p.add_argument("--data", help="labelled images: real inputs and a top-1 column")
+    p.add_argument("--json", help="write rows (and the machine) as JSON")
+    p.add_argument("--csv", help="write rows as CSV")
+    p.add_argument("--plot", help="write latency and throughput plots (PNG)")
+    _add_runtime_args(p)
+
+    p = add("camera", cmd_camera, "classify a live camera, stream, video, folder or image")
+    p.add_argument("--model", required=True)
+    p.add_argument(
+        "--source",
+        required=True,
+        help="csi://0, /dev/video0, v4l2:///dev/video0, 0, rtsp://..., a video, a folder or an image",
+    )
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--flip", type=int, default=0, help="CSI flip-method (0 none, 2 rotate 180)")
+    p.add_argument("--latency", type=int, default=200, help="RTSP latency in ms (GStreamer)")
+    p.add_argument("--open-timeout", type=float, default=5.0, help="seconds to wait for a source to open")
+    p.add_argument("--retries", type=int, default=5, help="reconnect attempts before giving up")
+    p.add_argument("--display", action="store_true", help="show a window with the overlay")
+    p.add_argument("--headless", action="store_true", help="no window; JSON lines to stdout unless --jsonl")
+    p.add_argument("--video-out", help="write the overlaid video here (.avi MJPG or .mp4)")
+    p.add_argument("--frames-out", help="write overlaid frames as JPEGs into this folder")
+    p.add_argument("--jsonl", help="predictions as JSON lines to this file ('-' for stdout)")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--topk", type=int, default=3)
+    _add_runtime_args(p)
+
     parser.set_defaults(commands=commands)
     return parser
-
-
-# Commands defined in their own modules register here (build-engine, bench, camera, train, compress).
-_EXTRA_COMMANDS: List[Callable[[Callable[..., argparse.ArgumentParser]], None]] = []
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

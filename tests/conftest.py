@@ -76,3 +76,16 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
     torch.save(model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def imagenet_onnx(shared, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared ImageNet SqueezeNet 1.1 exported to fp32 ONNX (with its labels inside)."""
+    pytest.importorskip("torch")
+    from edge_squeeze.export.pipeline import ExportOptions, run_export
+    from edge_squeeze.labels import load_labels
+
+    out = tmp_path_factory.mktemp("imagenet-fp32")
+    run_export(ExportOptions(weights=str(shared.weights_1_1), arch="squeezenet1_1", out=out,
+                             labels=load_labels(shared.synset_words), progress=False))
+    return out / "model.onnx"
