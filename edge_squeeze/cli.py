@@ -140,7 +140,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         _print_table(rows, ("model", "top-1", "top-5", "agrees w/ fp32"))
     if args.engine:
         from .export.tensorrt_build import build_engine_cli
+        from .runtimes.tensorrt_backend import unavailable_reason
 
+        reason = unavailable_reason()
+        if reason is not None:
+            raise EdgeSqueezeError(f"exported, but cannot build the TensorRT engine here: {reason}")
         return build_engine_cli(Path(args.out) / ("model.int8.onnx" if args.int8 else "model.onnx"), args)
     return 0
 
@@ -295,6 +299,46 @@ def cmd_camera(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- build-engine ------------------------------------------------------------------------------
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from .export.tensorrt_build import build_engine_cli
+    from .runtimes.tensorrt_backend import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        raise EdgeSqueezeError(f"cannot build a TensorRT engine here: {reason}")
+    return build_engine_cli(Path(args.model), args)
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-profile", default="1,1,8", help="MIN,OPT,MAX batch (default 1,1,8)")
+    p.add_argument(
+        "--workspace", type=int, help="builder workspace in MiB (default 512: safe on 4 GB Jetsons)"
+    )
+    p.add_argument("--timing-cache", help="timing cache file, reused across builds")
+    p.add_argument("--dla-core", type=int, help="run on this DLA core (Xavier/Orin), GPU fallback on")
+    p.add_argument(
+        "--optimization-level",
+        type=int,
+        choices=range(6),
+        help="builder optimization level (TensorRT >= 8.6)",
+    )
+    p.add_argument(
+        "--int8-mode",
+        choices=["auto", "explicit", "implicit"],
+        default="auto",
+        help="explicit: from Q/DQ nodes; implicit: calibrator (TensorRT <= 10)",
+    )
+    p.add_argument(
+        "--calibrator",
+        choices=["entropy", "minmax"],
+        default="entropy",
+        help="implicit INT8 calibrator (DLA needs entropy)",
+    )
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -373,6 +417,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", action="store_true")
     _add_runtime_args(p)
+
+    p = add(
+        "build-engine",
+        cmd_build_engine,
+        "build a TensorRT engine (+ sidecar JSON) from an ONNX model, on the device",
+    )
+    p.add_argument(
+        "model", help="model.onnx (fp32/fp16, or int8 with a calibrator) or model.int8.onnx (Q/DQ)"
+    )
+    p.add_argument(
+        "--precision", choices=["fp32", "fp16", "int8"], help="default: int8 for .int8.onnx, else fp16"
+    )
+    p.add_argument("--calib", help="calibration images for implicit INT8")
+    p.add_argument("--calib-count", type=int)
+    p.add_argument("--output", help="engine path (default: model.<precision>.engine beside the model)")
+    _add_engine_args(p)
 
     p = add("bench", cmd_bench, "latency and throughput per stage, with percentiles")
     p.add_argument("models", nargs="+", help=".onnx, .int8.onnx, .engine or checkpoint files")

@@ -12,7 +12,7 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class CalibrationSet:
         self.paths: List[Path] = []
         self.skipped: List[Path] = []
         arrays = []
-        iterator: Sequence[Path] = paths
+        iterator: Iterable[Path] = paths
         if progress:
             from edge_squeeze.progress import progress_bar
 

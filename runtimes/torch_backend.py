@@ -33,9 +33,37 @@ class TorchBackend:
         self.model = None
 
 
+def from_onnx(path: Union[str, os.PathLike[str]], threads: int = 0) -> TorchBackend:
+    """The PyTorch model an edge-squeeze fp32 ONNX file was exported from, rebuilt from its metadata
+    and initializers (the exporter keeps parameter names): eager reference numbers, same weights."""
+    onnx = require("onnx", "reading ONNX weights")
+    torch = require("torch", "the PyTorch backend")
+    from edge_squeeze.errors import EdgeSqueezeError
+    from edge_squeeze.export.onnx_export import load_onnx_model, metadata_of
+    from edge_squeeze.models import SqueezeNet, SqueezeNetConfig
+
+    model_proto = load_onnx_model(path)
+    metadata = metadata_of(model_proto, str(path))
+    if not metadata.model_config or metadata.precision != "fp32":
+        raise EdgeSqueezeError(
+            f"{path} is not an fp32 edge-squeeze export; the PyTorch backend needs model.onnx"
+        )
+    model = SqueezeNet(SqueezeNetConfig.from_dict(metadata.model_config))
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model_proto.graph.initializer}
+    wanted = model.state_dict()
+    missing = [k for k in wanted if k not in arrays]
+    if missing:
+        raise EdgeSqueezeError(f"{path} lacks parameters {missing[:3]}; export it with edge-squeeze")
+    model.load_state_dict({k: torch.from_numpy(arrays[k].copy()) for k in wanted})
+    return TorchBackend(model, metadata, str(path), threads)
+
+
 def load(path: Union[str, os.PathLike[str]], threads: int = 0, arch: Any = None) -> TorchBackend:
-    """A checkpoint (which names its own arch) or, with ``arch``, a plain state dict."""
+    """A checkpoint (which names its own arch), a plain state dict with ``arch``, or an fp32 export."""
     from edge_squeeze.weights import load_model
+
+    if str(path).endswith(".onnx"):
+        return from_onnx(path, threads)
 
     bundle = load_model(path, arch=arch)
     metadata = ArtifactMetadata(

@@ -86,6 +86,13 @@ def imagenet_onnx(shared, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edge_squeeze.labels import load_labels
 
     out = tmp_path_factory.mktemp("imagenet-fp32")
-    run_export(ExportOptions(weights=str(shared.weights_1_1), arch="squeezenet1_1", out=out,
-                             labels=load_labels(shared.synset_words), progress=False))
+    run_export(
+        ExportOptions(
+            weights=str(shared.weights_1_1),
+            arch="squeezenet1_1",
+            out=out,
+            labels=load_labels(shared.synset_words),
+            progress=False,
+        )
+    )
     return out / "model.onnx"

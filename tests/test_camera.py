@@ -156,8 +156,19 @@ def test_unopenable_live_source_fails_fast():
 
 def test_unreachable_rtsp_stream_fails_within_seconds(imagenet_onnx, capsys):
     start = time.monotonic()
-    code = main(["-q", "camera", "--model", str(imagenet_onnx), "--source", "rtsp://127.0.0.1:9/none",
-                 "--headless", "--open-timeout", "2"])
+    code = main(
+        [
+            "-q",
+            "camera",
+            "--model",
+            str(imagenet_onnx),
+            "--source",
+            "rtsp://127.0.0.1:9/none",
+            "--headless",
+            "--open-timeout",
+            "2",
+        ]
+    )
     assert code == 1 and time.monotonic() - start < 20
     assert "cannot open rtsp://127.0.0.1:9/none" in capsys.readouterr().err
 
@@ -167,8 +178,12 @@ def test_headless_video_classifies_every_frame(imagenet_onnx, photo_video, tmp_p
 
     out = tmp_path / "pred.jsonl"
     clf = Classifier(imagenet_onnx, topk=3)
-    summary = run(clf, parse_source(str(photo_video)), CaptureSettings(),
-                  CameraOptions(jsonl=str(out), video_out=tmp_path / "overlay.avi"))
+    summary = run(
+        clf,
+        parse_source(str(photo_video)),
+        CaptureSettings(),
+        CameraOptions(jsonl=str(out), video_out=tmp_path / "overlay.avi"),
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary.frames == 10 and [r["frame"] for r in rows] == list(range(1, 11))
     assert all(r["label"] == "Samoyed" for r in rows[:6])
@@ -179,7 +194,9 @@ def test_headless_video_classifies_every_frame(imagenet_onnx, photo_video, tmp_p
 
 
 def test_cli_camera_on_a_video_writes_json_lines_to_stdout(imagenet_onnx, photo_video, capsys):
-    assert main(["-q", "camera", "--model", str(imagenet_onnx), "--source", str(photo_video), "--headless"]) == 0
+    assert (
+        main(["-q", "camera", "--model", str(imagenet_onnx), "--source", str(photo_video), "--headless"]) == 0
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 10 and lines[0]["label"] == "Samoyed"
 

@@ -31,7 +31,20 @@ def test_imagenet_defaults(frame):
     assert (spec.resize, spec.crop, spec.interpolation, spec.channel_order) == (256, 224, "area", "RGB")
     out = preprocess(frame)
     assert out.shape == (1, 3, 224, 224) and out.dtype == np.float32
-    np.testing.assert_allclose(out, _reference(frame, spec), atol=1e-5)
+    # the fast box filter stays within a grey level of cv2.INTER_AREA on average, even on white noise
+    grey_level = 1 / 255 / 0.225
+    assert np.abs(out - _reference(frame, spec)).mean() < grey_level
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (640, 480), (1080, 1920), (500, 300), (300, 300)])
+def test_geometry_matches_resize_then_centre_crop(shape):
+    """Smooth images, so interpolation differences vanish and only geometry (scale, crop offset,
+    orientation) can make a difference."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx / w * 255, yy / h * 255, (xx + yy) / (w + h) * 255], axis=2).astype(np.uint8)
+    diff = np.abs(preprocess(img) - _reference(img, PreprocessSpec()))
+    assert diff.mean() < 0.01 and diff.max() < 0.05
 
 
 def test_arrays_are_bgr_by_default_and_rgb_on_request(frame):
