@@ -339,6 +339,46 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# --- train -------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainOptions, train
+
+    meta = {
+        k: getattr(args, k)
+        for k in ("base_e", "incr_e", "pct_3x3", "freq", "squeeze_ratio")
+        if getattr(args, k) is not None
+    }
+    options = TrainOptions(
+        data=Path(args.data),
+        out=Path(args.out),
+        arch=args.arch,
+        bypass=args.bypass,
+        metaparameters=meta,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        workers=args.workers,
+        seed=args.seed,
+        pretrained=args.pretrained,
+        freeze_features=args.freeze_features,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    try:
+        result = train(options)
+    except KeyboardInterrupt:
+        return 130
+    print(
+        f"best validation accuracy {100 * result['best_val_acc']:.1f}%; wrote {args.out}/best.pt, last.pt, "
+        "metrics.csv, learning_curve.png"
+    )
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -433,6 +473,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-count", type=int)
     p.add_argument("--output", help="engine path (default: model.<precision>.engine beside the model)")
     _add_engine_args(p)
+
+    p = add("train", cmd_train, "train or fine-tune SqueezeNet on class-per-subfolder images")
+    p.add_argument("--data", required=True, help="DIR/<class>/*.jpg, or DIR/train/<class> + DIR/val/<class>")
+    p.add_argument("--out", default="runs/train")
+    p.add_argument("--arch", default="squeezenet1_0", choices=["squeezenet1_0", "squeezenet1_1"])
+    p.add_argument("--bypass", default="none", choices=["none", "simple", "complex"])
+    p.add_argument("--base-e", type=int, help="metaparameter: expand filters of the first Fire module")
+    p.add_argument("--incr-e", type=int, help="metaparameter: expand filters added every --freq modules")
+    p.add_argument("--pct-3x3", type=float, help="metaparameter: share of 3x3 expand filters")
+    p.add_argument("--freq", type=int, help="metaparameter: Fire modules per width increase")
+    p.add_argument("--squeeze-ratio", type=float, help="metaparameter: squeeze / expand filters (SR)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument(
+        "--workers", type=int, default=2, help="data-loading processes (default 2: both cores busy)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pretrained", help="'imagenet' or a .pth: start from it with a new head for your classes"
+    )
+    p.add_argument("--freeze-features", action="store_true", help="train only the classifier head")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
 
     p = add("bench", cmd_bench, "latency and throughput per stage, with percentiles")
     p.add_argument("models", nargs="+", help=".onnx, .int8.onnx, .engine or checkpoint files")

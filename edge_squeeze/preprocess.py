@@ -207,13 +207,8 @@ def resize_and_crop(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return cv2.resize(bgr, (new_w, new_h), interpolation=interp)[top : top + c, left : left + c]
 
 
-def preprocess_one(image: ImageInput, spec: PreprocessSpec, input_order: str = "BGR") -> np.ndarray:
-    """One image (path or array) to a float32 CxHxW array."""
-    if isinstance(image, (str, os.PathLike)):
-        bgr = read_image(image)
-    else:
-        bgr = to_bgr8(image, input_order)
-    crop = resize_and_crop(bgr, spec)
+def normalise(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """A BGR uint8 HxWx3 crop to the network's float32 CxHxW input (channel order, scale, mean, std)."""
     norm = _NORMALISERS.get(spec)
     if norm is None:
         norm = _NORMALISERS.setdefault(spec, _Normaliser(spec))
@@ -223,6 +218,15 @@ def preprocess_one(image: ImageInput, spec: PreprocessSpec, input_order: str = "
     chw *= norm.a
     chw -= norm.b
     return chw
+
+
+def preprocess_one(image: ImageInput, spec: PreprocessSpec, input_order: str = "BGR") -> np.ndarray:
+    """One image (path or array) to a float32 CxHxW array."""
+    if isinstance(image, (str, os.PathLike)):
+        bgr = read_image(image)
+    else:
+        bgr = to_bgr8(image, input_order)
+    return normalise(resize_and_crop(bgr, spec), spec)
 
 
 def preprocess(

@@ -154,7 +154,7 @@ def main() -> None:
             ),
         ),
         (
-            "model.int8.onnx (ORT int8 s8, exact Q/DQ)",
+            "model.int8.onnx (ORT int8 s8, exact QDQ)",
             lambda: Classifier(
                 models / "model.int8.onnx", backend="onnxruntime", threads=args.threads, int8_flavour="qdq"
             ),
