@@ -379,6 +379,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- compress ----------------------------------------------------------------------------------
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .compression import CompressOptions, write_esqz
+    from .weights import load_model
+
+    if not args.out.endswith(".esqz"):
+        raise EdgeSqueezeError(f"--out must name an .esqz file, not {args.out}")
+    bundle = load_model(
+        args.weights, arch=args.arch, labels=_labels_arg(args.labels), num_classes=args.num_classes
+    )
+    options = CompressOptions(sparsity=args.sparsity, bits=args.bits)
+    if not 0.0 <= options.sparsity < 1.0 or not 2 <= options.bits <= 8:
+        raise EdgeSqueezeError("--sparsity must be in [0, 1) and --bits in 2..8")
+    size = write_esqz(
+        args.out,
+        bundle.model.state_dict(),
+        bundle.config.to_dict(),
+        bundle.labels,
+        bundle.preprocess,
+        options,
+    )
+    fp32 = sum(v.numel() for v in bundle.model.state_dict().values()) * 4
+    print(f"wrote {args.out}: {size:,} bytes ({fp32 / size:.1f}x smaller than fp32's {fp32:,})")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -498,6 +526,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-features", action="store_true", help="train only the classifier head")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+
+    p = add(
+        "compress", cmd_compress, "Deep Compression: pruning, k-means weight sharing, Huffman coding -> .esqz"
+    )
+    p.add_argument("--arch", choices=["squeezenet1_0", "squeezenet1_1"])
+    p.add_argument(
+        "--weights", required=True, help="'imagenet', a .pth, a checkpoint or the paper's .net file"
+    )
+    p.add_argument("--labels")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument(
+        "--sparsity", type=float, default=0.0, help="share of each layer's weights pruned (default 0)"
+    )
+    p.add_argument("--bits", type=int, default=8, help="codebook bits per layer (default 8)")
+    p.add_argument("--out", required=True, help="output .esqz file")
 
     p = add("bench", cmd_bench, "latency and throughput per stage, with percentiles")
     p.add_argument("models", nargs="+", help=".onnx, .int8.onnx, .engine or checkpoint files")

@@ -373,6 +373,12 @@ def train(options: TrainOptions) -> Dict[str, Any]:
                 row["seconds"],
                 f"; skipped {row['skipped_images']} unreadable image(s)" if row["skipped_images"] else "",
             )
+            if n and abs(row["train_loss"] - math.log(len(labels))) < 1e-3 and epoch >= start_epoch + 1:
+                log.warning(
+                    "training is stuck at chance (loss = ln %d): every output of the ReLU before the global "
+                    "pool has died; restart with a lower --lr (e.g. 3e-4) or from --pretrained imagenet",
+                    len(labels),
+                )
             metrics = {"best_val_acc": max(best_acc, val_acc), "history": rows}
             if val_acc > best_acc:
                 best_acc = val_acc

@@ -14,6 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+import numpy as np
+
 from .errors import EdgeSqueezeError, require
 from .fileio import atomic_path, sha256_file
 from .labels import Labels, imagenet_labels
@@ -91,6 +93,8 @@ def read_weights(weights: Union[str, os.PathLike[str]], arch: Optional[str] = No
         raise EdgeSqueezeError(
             f"weights file not found: {path} (a .pth state dict, a checkpoint, or 'imagenet')"
         )
+    if path.suffix in (".net", ".esqz"):
+        return _read_compressed(path, torch)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
@@ -117,6 +121,31 @@ def read_weights(weights: Union[str, os.PathLike[str]], arch: Optional[str] = No
     # checkpoints saved from DataParallel / torch.compile prefix their keys
     state = {k.replace("module.", "", 1).replace("_orig_mod.", "", 1): v for k, v in obj.items()}
     return LoadedWeights(state_dict=state, sha256=sha, source=str(path))
+
+
+def _read_compressed(path: Path, torch: Any) -> LoadedWeights:
+    """The paper's Deep-Compression file (``.net``) or our ``.esqz``, decompressed to float weights."""
+    from .compression import deep_compression_config, read_deep_compression, read_esqz
+
+    if path.suffix == ".net":
+        state = read_deep_compression(path)
+        return LoadedWeights(
+            state_dict={k: torch.from_numpy(v) for k, v in state.items()},
+            sha256=sha256_file(path),
+            source=str(path),
+            config=deep_compression_config(),
+            labels=imagenet_labels(),
+            preprocess=PreprocessSpec.caffe(),
+        )
+    model = read_esqz(path)
+    return LoadedWeights(
+        state_dict={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict.items()},
+        sha256=sha256_file(path),
+        source=str(path),
+        config=model.config,
+        labels=model.labels,
+        preprocess=model.preprocess,
+    )
 
 
 def infer_num_classes(state_dict: Dict[str, Any]) -> Optional[int]:

@@ -1,0 +1,123 @@
+"""Deep Compression without retraining: sparsity x bits -> bytes and top-1, and the paper's size table.
+
+    .venv/bin/python benchmarks/compression.py [--shared ../shared]
+
+Writes benchmarks/results/compression.json and compression.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge_squeeze.compression import CompressOptions, write_esqz
+from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, load_eval_set
+from edge_squeeze.labels import load_labels
+from edge_squeeze.models import SqueezeNet, SqueezeNetConfig
+from edge_squeeze.weights import load_model, read_weights
+
+HERE = Path(__file__).resolve().parent
+
+
+def top1(model, inputs, truth):
+    with torch.no_grad():
+        logits = np.concatenate(
+            [model(torch.from_numpy(inputs[i : i + 50])).numpy() for i in range(0, len(inputs), 50)]
+        )
+    return accuracy_from_logits(logits, truth)
+
+
+def model_from(path):
+    loaded = read_weights(path)
+    model = SqueezeNet(SqueezeNetConfig.from_dict(loaded.config)).eval()
+    model.load_state_dict(loaded.state_dict)
+    return model, loaded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shared", default=str(HERE.parent.parent / "shared"))
+    args = parser.parse_args()
+    shared = Path(args.shared)
+    samples = shared / "data" / "imagenet-samples"
+    labels = load_labels(samples / "synset_words.txt")
+    paths, truth_all = ground_truth(samples / "val", labels)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch, weights in (
+            ("squeezenet1_1", shared / "weights" / "squeezenet1_1-imagenet.pth"),
+            ("squeezenet1_0", shared / "weights" / "deep-compression" / "compressed_SqueezeNet.net"),
+        ):
+            bundle = load_model(weights, arch=arch, labels=labels)
+            inputs, truth = load_eval_set(paths, truth_all, bundle.preprocess)
+            base = top1(bundle.model, inputs, truth)
+            source = (
+                "ImageNet weights"
+                if arch == "squeezenet1_1"
+                else "the paper's Deep-Compression weights, decompressed"
+            )
+            rows.append(
+                {
+                    "arch": arch,
+                    "source": source,
+                    "sparsity": None,
+                    "bits": None,
+                    "bytes": weights.stat().st_size,
+                    "top1": base.top1,
+                    "top5": base.top5,
+                }
+            )
+            grid = (
+                [(0.0, 8), (0.0, 6), (0.0, 5), (0.2, 6), (0.5, 6), (0.5, 8)]
+                if arch == "squeezenet1_1"
+                else [(0.0, 8), (0.0, 6)]
+            )
+            for sparsity, bits in grid:
+                out = Path(tmp) / f"{arch}-{sparsity}-{bits}.esqz"
+                size = write_esqz(
+                    out,
+                    bundle.model.state_dict(),
+                    bundle.config.to_dict(),
+                    bundle.labels,
+                    bundle.preprocess,
+                    CompressOptions(sparsity=sparsity, bits=bits),
+                )
+                model, _ = model_from(out)
+                acc = top1(model, inputs, truth)
+                rows.append(
+                    {
+                        "arch": arch,
+                        "source": ".esqz",
+                        "sparsity": sparsity,
+                        "bits": bits,
+                        "bytes": size,
+                        "top1": acc.top1,
+                        "top5": acc.top5,
+                        "top1_drop_points": 100 * (base.top1 - acc.top1),
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "compression.json").write_text(json.dumps(rows, indent=2))
+    lines = [
+        "| arch | file | sparsity | bits | bytes | top-1 | top-5 | top-1 drop |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        drop = f"{r['top1_drop_points']:.1f} pt" if "top1_drop_points" in r else "reference"
+        lines.append(
+            f"| {r['arch']} | {r['source']} | {'' if r['sparsity'] is None else r['sparsity']} | "
+            f"{'' if r['bits'] is None else r['bits']} | {r['bytes']:,} | {100 * r['top1']:.1f} % | "
+            f"{100 * r['top5']:.1f} % | {drop} |"
+        )
+    (HERE / "results" / "compression.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""Deep Compression for SqueezeNet: the paper's own compressed model, and ``.esqz`` files of our own.
+
+**Reading the paper's file** (``compressed_SqueezeNet.net``, SqueezeNet 1.0 in Caffe layout): a header
+of 26 uint32 entry counts, then per conv layer a 256-entry float32 codebook, the float32 biases, one
+byte code per entry, and 4-bit gaps (low nibble first) giving each entry's position after the
+previous one (+1); gaps over 15 are bridged by zero-code filler entries. Its Caffe conventions
+(227x227, BGR 0-255 minus mean 104/117/123, conv10 with padding 1) become a model config and a
+preprocessing spec, not special cases anywhere else.
+
+**The ``.esqz`` format** (all little-endian), version 1::
+
+    magic   b"ESQZ"            4 bytes
+    version uint16             1
+    header  uint32 length n, then n bytes of UTF-8 JSON: model config, labels, preprocessing,
+            and one entry per tensor {name, shape, kind, ...} in stream order
+    body    per tensor, in header order:
+            kind "sparse": codebook (float32 x 2**bits), float16 scale per output channel
+                           (weights are shared in units of their channel's maximum), then a Huffman-coded stream of
+                           (gap, code) symbols; positions as in Deep Compression, with gap
+                           symbols of ``index_bits`` and zero-code fillers for longer gaps
+            kind "dense":  float16 values (biases)
+
+Huffman tables are stored as canonical code lengths (one byte per symbol), in the header JSON.
+Magnitude pruning is per layer, k-means weight sharing (linear initialisation, as in the paper) has a
+codebook per layer, and nothing is retrained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import io
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
+
+import numpy as np
+
+from .errors import EdgeSqueezeError
+from .fileio import write_bytes_atomic
+from .labels import Labels
+from .preprocess import PreprocessSpec
+
+MAGIC = b"ESQZ"
+VERSION = 1
+
+# --- the paper's file --------------------------------------------------------------------------
+
+# (Caffe layer, our state-dict prefix, weight shape) in the file's order, SqueezeNet 1.0
+_FIRE_INDEX = {2: 3, 3: 4, 4: 5, 5: 7, 6: 8, 7: 9, 8: 10, 9: 12}
+
+
+def deep_compression_layers() -> List[Tuple[str, str, Tuple[int, int, int, int]]]:
+    from .models import SqueezeNetConfig
+
+    layers = [("conv1", "features.0", (96, 3, 7, 7))]
+    channels = 96
+    for k, (s, e1, e3) in zip(range(2, 10), SqueezeNetConfig().fire_widths()):
+        prefix = f"features.{_FIRE_INDEX[k]}"
+        layers += [
+            (f"fire{k}/conv1x1_1", f"{prefix}.squeeze", (s, channels, 1, 1)),
+            (f"fire{k}/conv1x1_2", f"{prefix}.expand1x1", (e1, s, 1, 1)),
+            (f"fire{k}/conv3x3_2", f"{prefix}.expand3x3", (e3, s, 3, 3)),
+        ]
+        channels = e1 + e3
+    layers.append(("conv10", "classifier.1", (1000, channels, 1, 1)))
+    return layers
+
+
+def read_deep_compression(path: Union[str, os.PathLike[str]]) -> Dict[str, np.ndarray]:
+    """The paper's compressed SqueezeNet 1.0 as a float32 state dict (torchvision key names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeSqueezeError(f"Deep-Compression file not found: {path}")
+    data = path.read_bytes()
+    layers = deep_compression_layers()
+    head = 4 * len(layers)
+    if len(data) < head:
+        raise EdgeSqueezeError(f"{path} is truncated: shorter than its {len(layers)}-entry header")
+    counts = struct.unpack(f"<{len(layers)}I", data[:head])
+    expected = head + sum(1024 + 4 * shape[0] + n + (n + 1) // 2 for (_, _, shape), n in zip(layers, counts))
+    if expected != len(data):
+        raise EdgeSqueezeError(
+            f"{path} is not the Deep-Compression SqueezeNet 1.0 file: its header promises {expected} bytes, "
+            f"it has {len(data)} (truncated or another model)"
+        )
+    state: Dict[str, np.ndarray] = {}
+    offset = head
+    for (name, prefix, shape), n in zip(layers, counts):
+        codebook = np.frombuffer(data, np.float32, 256, offset)
+        offset += 1024
+        bias = np.frombuffer(data, np.float32, shape[0], offset)
+        offset += 4 * shape[0]
+        values = np.frombuffer(data, np.uint8, n, offset)
+        offset += n
+        nibbles = np.frombuffer(data, np.uint8, (n + 1) // 2, offset)
+        offset += (n + 1) // 2
+        gaps = np.empty(2 * len(nibbles), np.int64)
+        gaps[0::2] = nibbles & 0x0F
+        gaps[1::2] = nibbles >> 4
+        positions = np.cumsum(gaps[:n] + 1) - 1  # p0 = g0, pk = pk-1 + gk + 1
+        size = int(np.prod(shape))
+        if n and positions[-1] >= size:
+            raise EdgeSqueezeError(
+                f"{path}: layer {name} indexes past its {size} weights; the file is corrupt"
+            )
+        codes = np.zeros(size, np.uint8)
+        codes[positions] = values
+        state[f"{prefix}.weight"] = codebook[codes].reshape(shape).astype(np.float32)
+        state[f"{prefix}.bias"] = bias.astype(np.float32).copy()
+    return state
+
+
+def deep_compression_config() -> Dict[str, Any]:
+    from .models import config_for
+
+    return config_for("squeezenet1_0", num_classes=1000, conv10_padding=1).to_dict()
+
+
+# --- Huffman coding ----------------------------------------------------------------------------
+
+
+def huffman_lengths(counts: np.ndarray, max_len: int = 24) -> np.ndarray:
+    """Code length per symbol (0 for unused symbols) of an optimal prefix code."""
+    symbols = [int(i) for i in np.nonzero(counts)[0]]
+    lengths = np.zeros(len(counts), np.uint8)
+    if len(symbols) == 1:
+        lengths[symbols[0]] = 1
+        return lengths
+    heap: List[Tuple[int, int, List[int]]] = [(int(counts[s]), s, [s]) for s in symbols]
+    heapq.heapify(heap)
+    tie = len(counts)
+    while len(heap) > 1:
+        c1, _, s1 = heapq.heappop(heap)
+        c2, _, s2 = heapq.heappop(heap)
+        for s in s1 + s2:
+            lengths[s] += 1
+        tie += 1
+        heapq.heappush(heap, (c1 + c2, tie, s1 + s2))
+    if lengths.max() > max_len:
+        raise EdgeSqueezeError("Huffman code too long; use fewer bits")
+    return lengths
+
+
+def canonical_codes(lengths: np.ndarray) -> Dict[int, Tuple[int, int]]:
+    """symbol -> (code, length), canonical order: by length, then symbol."""
+    order = sorted((int(length), s) for s, length in enumerate(lengths) if length)
+    codes: Dict[int, Tuple[int, int]] = {}
+    code, prev_len = 0, order[0][0] if order else 0
+    for length, s in order:
+        code <<= length - prev_len
+        codes[s] = (code, length)
+        code += 1
+        prev_len = length
+    return codes
+
+
+def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
+    codes = canonical_codes(lengths)
+    table_code = np.zeros(len(lengths), np.int64)
+    table_len = np.zeros(len(lengths), np.int64)
+    for s, (c, n) in codes.items():
+        table_code[s], table_len[s] = c, n
+    lens = table_len[symbols]
+    total = int(lens.sum())
+    bits = np.zeros(total, np.uint8)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    max_len = int(lens.max()) if len(lens) else 0
+    vals = table_code[symbols]
+    for k in range(max_len):  # bit k counted from the most significant bit of each code
+        has = lens > k
+        shift = lens[has] - 1 - k
+        bits[starts[has] + k] = (vals[has] >> shift) & 1
+    return np.packbits(bits).tobytes()
+
+
+def huffman_decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
+    """Decode ``count`` symbols with a lookup table indexed by the next max-length bits."""
+    codes = canonical_codes(lengths)
+    width = max(n for _, n in codes.values())
+    table_sym = np.zeros(1 << width, np.int64)
+    table_len = np.zeros(1 << width, np.int64)
+    for s, (c, n) in codes.items():
+        lo = c << (width - n)
+        table_sym[lo : lo + (1 << (width - n))] = s
+        table_len[lo : lo + (1 << (width - n))] = n
+    bits = np.concatenate([np.unpackbits(np.frombuffer(data, np.uint8)), np.zeros(width, np.uint8)])
+    windows = np.zeros(len(bits) - width, np.int64)
+    for k in range(width):  # the width bits starting at every position, as one integer
+        windows = (windows << 1) | bits[k : k + len(windows)]
+    sym_at = table_sym[windows].tolist()
+    len_at = table_len[windows].tolist()
+    limit = len(bits) - width
+    out = [0] * count
+    pos = 0
+    for i in range(count):
+        if pos >= limit:
+            raise EdgeSqueezeError(".esqz file is truncated: its Huffman stream ends early")
+        out[i] = sym_at[pos]
+        pos += len_at[pos]
+    if pos > limit:
+        raise EdgeSqueezeError(".esqz file is truncated: its Huffman stream ends early")
+    return np.asarray(out, np.int64)
+
+
+# --- compression -------------------------------------------------------------------------------
+
+
+def kmeans_1d(values: np.ndarray, k: int, iterations: int = 20) -> Tuple[np.ndarray, np.ndarray]:
+    """Codebook (k,) and assignments; linear initialisation over [min, max] (Deep Compression's best)."""
+    if len(values) == 0:
+        return np.zeros(k, np.float32), np.zeros(0, np.int64)
+    centroids = np.linspace(values.min(), values.max(), k).astype(np.float64)
+    order = np.argsort(values)
+    sorted_vals = values[order].astype(np.float64)
+    for _ in range(iterations):
+        bounds = (centroids[1:] + centroids[:-1]) / 2
+        idx = np.searchsorted(bounds, sorted_vals)
+        sums = np.bincount(idx, sorted_vals, minlength=k)
+        counts = np.bincount(idx, minlength=k)
+        moved = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        if np.allclose(moved, centroids):
+            break
+        centroids = np.sort(moved)
+    bounds = (centroids[1:] + centroids[:-1]) / 2
+    assign = np.searchsorted(bounds, values.astype(np.float64))
+    return centroids.astype(np.float32), assign
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressOptions:
+    sparsity: float = 0.0  # share of weights pruned per layer (by magnitude)
+    bits: int = 8  # codebook size 2**bits (code 0 is reserved for the pruned zero)
+    index_bits: int = 4
+    dense_layers: Tuple[str, ...] = ("features.0",)  # pruned lightly: few weights, most sensitive
+    dense_layer_sparsity: float = 0.1
+
+
+def _layer_sparsity(name: str, options: CompressOptions) -> float:
+    """The first conv holds few weights and is the most sensitive: it is pruned at most lightly."""
+    if any(name.startswith(p + ".") for p in options.dense_layers):
+        return min(options.sparsity, options.dense_layer_sparsity)
+    return options.sparsity
+
+
+def compress_tensor(
+    weight: np.ndarray, sparsity: float, bits: int, index_bits: int
+) -> Tuple[Dict[str, Any], bytes]:
+    """One conv weight to (header entry, body bytes).
+
+    Each output channel is divided by its float16 absolute maximum before pruning and weight sharing,
+    so one codebook serves channels of very different ranges (one shared per-layer codebook cost
+    SqueezeNet 1.1 far more accuracy at the same bits).
+    """
+    out_channels = weight.shape[0]
+    rows = weight.astype(np.float32).reshape(out_channels, -1)
+    scales = np.abs(rows).max(axis=1).astype(np.float16)
+    scales[scales == 0] = 1.0  # all-zero channels (and ones below float16's range) stay zero
+    flat = (rows / scales.astype(np.float32)[:, None]).ravel()
+    keep = flat != 0
+    if sparsity > 0:
+        threshold = np.quantile(np.abs(flat), sparsity)
+        keep &= np.abs(flat) > threshold
+    positions = np.nonzero(keep)[0]
+    k = 2**bits - 1  # code 0 is the zero used by pruned positions and fillers
+    centroids, assign = kmeans_1d(flat[positions], k)
+    codes = (assign + 1).astype(np.int64)
+    codebook = np.concatenate([[0.0], centroids]).astype(np.float32)
+    # relative positions: gaps of at most 2**index_bits - 1, longer ones bridged by zero-code fillers
+    max_gap = 2**index_bits - 1
+    gaps_out: List[int] = []
+    codes_out: List[int] = []
+    prev = -1
+    for pos, code in zip(positions.tolist(), codes.tolist()):
+        gap = pos - prev - 1
+        while gap > max_gap:
+            gaps_out.append(max_gap)
+            codes_out.append(0)
+            gap -= max_gap + 1
+        gaps_out.append(gap)
+        codes_out.append(code)
+        prev = pos
+    # one symbol per entry: (gap, code) packed so one Huffman table covers both
+    symbols = np.asarray(gaps_out, np.int64) * (2**bits) + np.asarray(codes_out, np.int64)
+    counts = (
+        np.bincount(symbols, minlength=(max_gap + 1) * 2**bits) if len(symbols) else np.zeros(1, np.int64)
+    )
+    lengths = huffman_lengths(counts) if len(symbols) else np.zeros(1, np.uint8)
+    stream = huffman_encode(symbols, lengths) if len(symbols) else b""
+    body = codebook.tobytes() + scales.tobytes() + stream
+    used = np.nonzero(lengths)[0]
+    entry = {
+        "kind": "sparse",
+        "shape": list(weight.shape),
+        "bits": bits,
+        "index_bits": index_bits,
+        "entries": len(symbols),
+        "nonzero": len(positions),
+        "stream_bytes": len(stream),
+        # sparse table of Huffman code lengths: symbols and their lengths
+        "huffman": {"symbols": used.tolist(), "lengths": lengths[used].tolist()},
+    }
+    return entry, body
+
+
+def decompress_tensor(entry: Dict[str, Any], body: bytes) -> np.ndarray:
+    bits, index_bits = int(entry["bits"]), int(entry["index_bits"])
+    shape = tuple(entry["shape"])
+    size = int(np.prod(shape))
+    codebook = np.frombuffer(body, np.float32, 2**bits, 0)
+    scales = np.frombuffer(body, np.float16, shape[0], 4 * 2**bits).astype(np.float32)
+    n = int(entry["entries"])
+    flat = np.zeros(size, np.float32)
+    if n:
+        nsym = (2**index_bits) * 2**bits
+        lengths = np.zeros(nsym, np.uint8)
+        lengths[np.asarray(entry["huffman"]["symbols"], np.int64)] = np.asarray(
+            entry["huffman"]["lengths"], np.uint8
+        )
+        symbols = huffman_decode(body[4 * 2**bits + 2 * shape[0] :], lengths, n)
+        gaps, codes = symbols // 2**bits, symbols % 2**bits
+        positions = np.cumsum(gaps + 1) - 1
+        if positions[-1] >= size:
+            raise EdgeSqueezeError(".esqz file is corrupt: positions run past the tensor")
+        flat[positions] = codebook[codes]
+    return (flat.reshape(shape[0], -1) * scales[:, None]).reshape(shape)
+
+
+def compress_state_dict(
+    state: Dict[str, Any], options: CompressOptions
+) -> Tuple[List[Dict[str, Any]], List[bytes]]:
+    entries, bodies = [], []
+    for name, value in state.items():
+        arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value, np.float32)
+        if arr.ndim == 4:
+            entry, body = compress_tensor(
+                arr, _layer_sparsity(name, options), options.bits, options.index_bits
+            )
+        else:
+            body = arr.astype(np.float16).tobytes()
+            entry = {"kind": "dense", "shape": list(arr.shape), "dtype": "float16"}
+        entry["name"] = name
+        entry["bytes"] = len(body)
+        entries.append(entry)
+        bodies.append(body)
+    return entries, bodies
+
+
+def write_esqz(
+    path: Union[str, os.PathLike[str]],
+    state: Dict[str, Any],
+    config: Dict[str, Any],
+    labels: Labels,
+    spec: PreprocessSpec,
+    options: CompressOptions,
+) -> int:
+    """Write an ``.esqz`` file atomically; returns its size in bytes."""
+    entries, bodies = compress_state_dict(state, options)
+    header = {
+        "config": config,
+        "labels": labels.to_dict(),
+        "preprocess": spec.to_dict(),
+        "compression": dataclasses.asdict(options),
+        "tensors": entries,
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    import zlib
+
+    # the header is mostly label text and Huffman tables: deflate it
+    packed = zlib.compress(head, 9)
+    blob = io.BytesIO()
+    blob.write(MAGIC)
+    blob.write(struct.pack("<HI", VERSION, len(packed)))
+    blob.write(packed)
+    for body in bodies:
+        blob.write(body)
+    data = blob.getvalue()
+    write_bytes_atomic(path, data)
+    return len(data)
+
+
+@dataclasses.dataclass
+class EsqzModel:
+    state_dict: Dict[str, np.ndarray]
+    config: Dict[str, Any]
+    labels: Labels
+    preprocess: PreprocessSpec
+    compression: Dict[str, Any]
+
+
+def read_esqz(path: Union[str, os.PathLike[str]]) -> EsqzModel:
+    """Decompress an ``.esqz`` file to float weights, with one clear error for a bad file."""
+    import zlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeSqueezeError(f".esqz file not found: {path}")
+    data = path.read_bytes()
+    if data[:4] != MAGIC:
+        raise EdgeSqueezeError(
+            f"{path} is not an .esqz file (wrong magic); make one with edge-squeeze compress"
+        )
+    if len(data) < 10:
+        raise EdgeSqueezeError(f"{path} is truncated (no header)")
+    version, head_len = struct.unpack("<HI", data[4:10])
+    if version > VERSION:
+        raise EdgeSqueezeError(
+            f"{path} is .esqz version {version}; this edge-squeeze reads up to {VERSION}: upgrade it"
+        )
+    try:
+        header = json.loads(zlib.decompress(data[10 : 10 + head_len]))
+    except (zlib.error, ValueError) as exc:
+        raise EdgeSqueezeError(f"{path} is truncated or corrupt (unreadable header)") from exc
+    offset = 10 + head_len
+    state: Dict[str, np.ndarray] = {}
+    for entry in header["tensors"]:
+        size = int(entry["bytes"])
+        body = data[offset : offset + size]
+        if len(body) < size:
+            raise EdgeSqueezeError(f"{path} is truncated: tensor {entry['name']} is cut short")
+        offset += size
+        if entry["kind"] == "dense":
+            state[entry["name"]] = np.frombuffer(body, np.float16).astype(np.float32).reshape(entry["shape"])
+        else:
+            state[entry["name"]] = decompress_tensor(entry, body)
+    return EsqzModel(
+        state_dict=state,
+        config=header["config"],
+        labels=Labels.from_dict(header["labels"]),
+        preprocess=PreprocessSpec.from_dict(header["preprocess"]),
+        compression=header.get("compression", {}),
+    )
