@@ -196,3 +196,25 @@ def test_cli_train_prints_the_result(pattern_dataset, tmp_path, capsys):
         json.loads(json.dumps(torch.load(tmp_path / "last.pt", weights_only=True)["metrics"]["best_val_acc"]))
         >= 0
     )
+
+
+def test_fine_tune_from_imagenet_weights_with_frozen_features(shared, pattern_dataset, tmp_path):
+    result = train(
+        TrainOptions(
+            data=pattern_dataset,
+            out=tmp_path,
+            arch="squeezenet1_1",
+            image_size=64,
+            epochs=1,
+            batch_size=32,
+            workers=0,
+            progress=False,
+            pretrained=str(shared.weights_1_1),
+            freeze_features=True,
+        )
+    )
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    original = torch.load(shared.weights_1_1, weights_only=True)
+    assert torch.equal(ckpt["state_dict"]["features.0.weight"], original["features.0.weight"])  # frozen
+    assert ckpt["state_dict"]["classifier.1.weight"].shape == (4, 512, 1, 1)  # new head
+    assert result["best_val_acc"] > 0.25
