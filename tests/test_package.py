@@ -62,6 +62,7 @@ sys.meta_path.insert(0, Block())
 import numpy as np
 from edge_squeeze import Classifier, preprocess
 import edge_squeeze.runtimes.onnxruntime_backend, edge_squeeze.runtimes.tensorrt_backend
+import edge_squeeze.export.tensorrt_build, edge_squeeze.export.calibration  # built on the Jetson
 from edge_squeeze.runtimes.tensorrt_backend import unavailable_reason
 print(unavailable_reason())
 x = preprocess(np.zeros((480, 640, 3), np.uint8))
