@@ -185,6 +185,8 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
         rows.append(
             {
                 "model": str(path),
+                # the file that actually ran: an int8 model may hand over to its CPU flavour
+                "file": info.model_path or str(path),
                 "backend": info.name,
                 "device": info.device,
                 "precision": info.precision,
@@ -214,7 +216,7 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     for r in rows:
         body.append(
             (
-                Path(r["model"]).name,
+                Path(r.get("file") or r["model"]).name,
                 r["backend"],
                 r["precision"],
                 str(r["batch"]),
