@@ -96,3 +96,32 @@ def imagenet_onnx(shared, tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     )
     return out / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def imagenet_int8_export(shared, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's main job on the shared data, run once: export --int8 --calib ... --eval ...;
+    the folder holds model.onnx, both int8 flavours and export-report.json."""
+    pytest.importorskip("torch")
+    from edge_squeeze.cli import main
+
+    out = tmp_path_factory.mktemp("imagenet-int8")
+    args = [
+        "-q",
+        "export",
+        "--arch",
+        "squeezenet1_1",
+        "--weights",
+        str(shared.weights_1_1),
+        "--labels",
+        str(shared.synset_words),
+        "--int8",
+        "--calib",
+        str(shared.calib),
+        "--eval",
+        str(shared.val),
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    return out

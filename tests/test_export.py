@@ -206,30 +206,10 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys, tiny_checkpoint):
 
 
 @pytest.mark.slow
-def test_imagenet_int8_export_meets_the_accuracy_targets(shared, tmp_path_factory):
+def test_imagenet_int8_export_meets_the_accuracy_targets(shared, imagenet_int8_export):
     """The issue's main job on the shared data: INT8 within 1 point of FP32, agreement >= 90 %,
     FP32 ONNX within 0.5 point of PyTorch, model.int8.onnx <= 1.4 MB."""
-    out = tmp_path_factory.mktemp("imagenet")
-    code = main(
-        [
-            "-q",
-            "export",
-            "--arch",
-            "squeezenet1_1",
-            "--weights",
-            str(shared.weights_1_1),
-            "--labels",
-            str(shared.synset_words),
-            "--int8",
-            "--calib",
-            str(shared.calib),
-            "--eval",
-            str(shared.val),
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+    out = imagenet_int8_export
     ev = json.loads((out / "export-report.json").read_text())["eval"]
     assert abs(ev["onnx_fp32"]["top1"] - ev["pytorch"]["top1"]) <= 0.005
     for key in ("onnx_int8", "onnx_int8_cpu"):

@@ -17,31 +17,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def exported(shared, tmp_path_factory):
-    from edge_squeeze.cli import main
-
-    out = tmp_path_factory.mktemp("trt")
-    assert (
-        main(
-            [
-                "-q",
-                "export",
-                "--arch",
-                "squeezenet1_1",
-                "--weights",
-                str(shared.weights_1_1),
-                "--labels",
-                str(shared.synset_words),
-                "--int8",
-                "--calib",
-                str(shared.calib),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    return out
+def exported(imagenet_int8_export):
+    return imagenet_int8_export
 
 
 def _top1(clf, shared):
