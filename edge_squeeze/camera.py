@@ -314,7 +314,9 @@ def draw_overlay(
         _outlined_text(out, f"{label} {100 * score:.1f}%", (10, y), 0.8 * scale, colour, 2)
         y += int(30 * scale)
     stages = "  ".join(f"{k} {v:.1f}ms" for k, v in stage_ms.items())
-    _outlined_text(out, f"{fps:.1f} FPS  {stages}", (10, frame.shape[0] - 12), 0.6 * scale, (0, 255, 255), 1)
+    _outlined_text(
+        out, f"{fps:.1f} FPS  {stages}", (10, frame.shape[0] - 12), max(0.45, 0.6 * scale), (0, 255, 255), 1
+    )
     return out
 
 
