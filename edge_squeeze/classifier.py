@@ -85,8 +85,7 @@ def load_backend(
     if _engine_path_for(path) or backend == "tensorrt":
         from .runtimes import tensorrt_backend
 
-        if backend == "tensorrt" or _engine_path_for(path):
-            return tensorrt_backend.load(path, precision=precision, **options)
+        return tensorrt_backend.load(path, precision=precision, **options)
     if backend == "auto":
         from .runtimes import tensorrt_backend
 
