@@ -183,10 +183,6 @@ def squeezenet1_1(
     return _build("squeezenet1_1", num_classes, bypass, weights, **meta)
 
 
-def build_model(config: SqueezeNetConfig) -> SqueezeNet:
-    return SqueezeNet(config)
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelCost:
     params: int

@@ -18,7 +18,6 @@ ranges can be written as a TensorRT calibration cache (:func:`tensorrt_calibrati
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import struct
@@ -218,10 +217,6 @@ def parse_tensorrt_calibration_cache(text: str) -> Dict[str, float]:
         name, _, value = line.rpartition(":")
         scales[name.strip()] = struct.unpack(">f", bytes.fromhex(value.strip()))[0]
     return scales
-
-
-def ranges_to_json(ranges: Dict[str, Tuple[float, float]]) -> str:
-    return json.dumps({k: [float(a), float(b)] for k, (a, b) in ranges.items()}, indent=1, sort_keys=True)
 
 
 def cached_stats(

@@ -279,14 +279,6 @@ def incompatibility(sidecar: Sidecar, here: DeviceIdentity) -> Optional[str]:
     return None
 
 
-def onnx_has_qdq(onnx_path: Path) -> bool:
-    from .onnx_export import load_onnx_model
-
-    return any(
-        n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in load_onnx_model(onnx_path).graph.node
-    )
-
-
 class CalibrationFeeder:
     """The GPU-free half of TensorRT's implicit calibrator: fixed-size batches from the calibration
     set (the model's own preprocessing), and the calibration cache file read and written as bytes."""
