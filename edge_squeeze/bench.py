@@ -8,7 +8,6 @@ period that is discarded and a measured period long enough for stable percentile
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -244,7 +243,7 @@ def write_json(rows: Sequence[Dict[str, Any]], path: Path, machine: Optional[Dic
 
 
 def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> None:
-    from .fileio import atomic_path
+    from .fileio import write_csv_atomic
 
     fields = [
         "model",
@@ -261,10 +260,7 @@ def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> None:
         "throughput",
         "top1",
     ]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv_atomic(path, rows, fields)
 
 
 def write_plot(rows: Sequence[Dict[str, Any]], path: Path) -> None:

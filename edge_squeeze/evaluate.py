@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import EdgeSqueezeError
 from .labels import Labels
-from .preprocess import PreprocessSpec, list_images, preprocess_one
+from .preprocess import PreprocessSpec, list_images, preprocess_files
 
 log = logging.getLogger("edge_squeeze")
 
@@ -79,18 +79,17 @@ def load_eval_set(
     paths: Sequence[Path], truth: np.ndarray, spec: PreprocessSpec
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Preprocess every readable image; unreadable ones are skipped with a warning and a count."""
-    arrays, kept = [], []
-    for i, path in enumerate(paths):
-        try:
-            arrays.append(preprocess_one(path, spec))
-            kept.append(i)
-        except EdgeSqueezeError as exc:
-            log.warning("skipping: %s", exc)
-    if len(kept) < len(paths):
-        log.warning("skipped %d unreadable image(s) of %d", len(paths) - len(kept), len(paths))
+    arrays, kept = preprocess_files(paths, spec)
     if not arrays:
         raise EdgeSqueezeError("none of the evaluation images could be read")
     return np.stack(arrays), truth[kept]
+
+
+def infer_batched(
+    infer: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray, batch_size: int = 32
+) -> np.ndarray:
+    """``infer`` over ``inputs`` in batches of ``batch_size``, outputs concatenated."""
+    return np.concatenate([infer(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
 
 
 def evaluate(
@@ -103,5 +102,5 @@ def evaluate(
     """Accuracy of ``infer`` (a preprocessed batch -> logits) on the labelled images under ``data``."""
     paths, truth = ground_truth(data, labels)
     inputs, truth = load_eval_set(paths, truth, spec)
-    logits = np.concatenate([infer(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+    logits = infer_batched(infer, inputs, batch_size)
     return accuracy_from_logits(logits, truth)

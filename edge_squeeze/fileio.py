@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Dict, Iterator, Sequence, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -45,6 +46,14 @@ def write_bytes_atomic(target: PathLike, data: bytes) -> None:
 
 def write_text_atomic(target: PathLike, text: str) -> None:
     write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def write_csv_atomic(target: PathLike, rows: Sequence[Dict[str, Any]], fields: Sequence[str]) -> None:
+    """Rows as CSV with a header of ``fields`` (other keys are left out), written atomically."""
+    with atomic_path(target) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
@@ -21,6 +22,8 @@ import cv2
 import numpy as np
 
 from .errors import EdgeSqueezeError
+
+log = logging.getLogger("edge_squeeze")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -253,6 +256,34 @@ def preprocess(
     for i, item in enumerate(items):
         batch[i] = preprocess_one(item, spec, input_order)
     return batch
+
+
+def preprocess_files(
+    paths: Sequence[Union[str, os.PathLike[str]]],
+    spec: PreprocessSpec,
+    what: str = "image",
+    progress: bool = False,
+) -> Tuple[List[np.ndarray], List[int]]:
+    """Preprocess image files, skipping unreadable ones with one warning naming each and a count.
+
+    Returns the CxHxW arrays of the readable files and their indices in ``paths``.
+    """
+    iterator: Any = paths
+    if progress:
+        from .progress import progress_bar
+
+        iterator = progress_bar(paths, desc=f"{what}s", unit="img")
+    arrays: List[np.ndarray] = []
+    kept: List[int] = []
+    for i, path in enumerate(iterator):
+        try:
+            arrays.append(preprocess_one(path, spec))
+            kept.append(i)
+        except EdgeSqueezeError as exc:
+            log.warning("skipping %s: %s", what, exc)
+    if len(kept) < len(paths):
+        log.warning("skipped %d unreadable %s(s) of %d", len(paths) - len(kept), what, len(paths))
+    return arrays, kept
 
 
 def list_images(folder: Union[str, os.PathLike[str]], recursive: bool = True) -> List[Path]:

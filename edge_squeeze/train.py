@@ -9,7 +9,6 @@ and metrics, so ``export`` and ``Classifier`` need nothing else.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import math
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 
 from .errors import EdgeSqueezeError, require
-from .fileio import atomic_path
+from .fileio import atomic_path, write_csv_atomic
 from .labels import Labels
 from .preprocess import PreprocessSpec, list_images, normalise, preprocess_one, read_image
 
@@ -388,7 +387,7 @@ def train(options: TrainOptions) -> Dict[str, Any]:
             save_checkpoint(
                 out / "last.pt", model, config, labels, spec, metrics, epoch, optimizer, True, scheduler
             )
-            _write_csv(rows, out / "metrics.csv")
+            write_csv_atomic(out / "metrics.csv", rows, list(rows[0]))
             plot_curves(rows, out / "learning_curve.png")
     except KeyboardInterrupt:
         metrics = {"best_val_acc": best_acc, "history": rows, "interrupted": True}
@@ -398,10 +397,3 @@ def train(options: TrainOptions) -> Dict[str, Any]:
         log.info("interrupted: saved %s (resume with --resume)", out / "last.pt")
         raise
     return {"best_val_acc": best_acc, "history": rows, "labels": labels.names, "out": str(out)}
-
-
-def _write_csv(rows: List[Dict[str, Any]], path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)

@@ -12,12 +12,12 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError
-from edge_squeeze.preprocess import PreprocessSpec, list_images, preprocess_one
+from edge_squeeze.preprocess import PreprocessSpec, list_images, preprocess_files
 
 log = logging.getLogger("edge_squeeze")
 
@@ -55,23 +55,10 @@ class CalibrationSet:
         progress: bool = False,
     ) -> None:
         self.spec = spec
-        self.paths: List[Path] = []
-        self.skipped: List[Path] = []
-        arrays = []
-        iterator: Iterable[Path] = paths
-        if progress:
-            from edge_squeeze.progress import progress_bar
-
-            iterator = progress_bar(paths, desc="calibration images", unit="img")
-        for path in iterator:
-            try:
-                arrays.append(preprocess_one(path, spec))
-                self.paths.append(Path(path))
-            except EdgeSqueezeError as exc:
-                log.warning("skipping calibration image: %s", exc)
-                self.skipped.append(Path(path))
-        if self.skipped:
-            log.warning("skipped %d unreadable calibration image(s) of %d", len(self.skipped), len(paths))
+        arrays, kept = preprocess_files(paths, spec, what="calibration image", progress=progress)
+        kept_set = set(kept)
+        self.paths: List[Path] = [Path(paths[i]) for i in kept]
+        self.skipped: List[Path] = [Path(p) for i, p in enumerate(paths) if i not in kept_set]
         if len(arrays) < minimum:
             raise EdgeSqueezeError(
                 f"only {len(arrays)} readable calibration image(s) (need at least {minimum}); "

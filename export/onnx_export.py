@@ -113,12 +113,13 @@ def parity_report(
 ) -> Dict[str, Any]:
     """Max |logit difference| and top-1 agreement between PyTorch and ONNX Runtime on ``batch``."""
     torch = require("torch", "checking export parity")
+    from edge_squeeze.evaluate import infer_batched
     from edge_squeeze.runtimes.onnxruntime_backend import OrtOptions, load
 
     with torch.no_grad():
         expected = torch_model.eval()(torch.from_numpy(batch)).numpy()
     backend = load(onnx_path, OrtOptions())
-    got = np.concatenate([backend.infer(batch[i : i + 16]) for i in range(0, len(batch), 16)])
+    got = infer_batched(backend.infer, batch, 16)
     max_abs = float(np.max(np.abs(expected - got)))
     agreement = float(np.mean(expected.argmax(1) == got.argmax(1)))
     return {

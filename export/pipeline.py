@@ -156,7 +156,9 @@ def _export_int8(
     key = calibration_cache_key(model_sha, calib.fingerprint(), "stats", bins=r.HIST_BINS)
     cache_path = out / "calibration" / f"stats-{key}.npz"
     stats, reused = r.cached_stats(fp32, calib, cache_path, key, progress=options.progress)
-    ranges = r.fold_relu_ranges(fp32, r.compute_ranges(stats, options.calib_method))
+    # every method's ranges, once: entropy's threshold search is the slow part of calibration
+    method_ranges = {m: r.fold_relu_ranges(fp32, r.compute_ranges(stats, m)) for m in r.METHODS}
+    ranges = method_ranges[options.calib_method]
     reference = q.logits_of(fp32.SerializeToString(), calib.data)
     head = _logits_head_nodes(fp32)
     result: Dict[str, Any] = {
@@ -168,45 +170,28 @@ def _export_int8(
             "cache_reused": reused,
         },
     }
-    ranking: Optional[List[str]] = None
+
+    def ranking() -> List[str]:
+        if "sensitivity" not in result:
+            result["sensitivity"] = q.sensitivity(
+                fp32, ranges, "s8", options.calib_method, calib.data, reference, progress=options.progress
+            )
+        return [row["node"] for row in result["sensitivity"]]
+
     if options.sensitivity_report:
-        rows = q.sensitivity(
-            fp32, ranges, "s8", options.calib_method, calib.data, reference, progress=options.progress
-        )
-        result["sensitivity"] = rows
-        ranking = [row["node"] for row in rows]
-    float_nodes, steps = q.choose_float_nodes(
+        ranking()
+    float_nodes, steps, s8_model = q.choose_float_nodes(
         fp32,
         ranges,
         "s8",
         options.calib_method,
         calib.data,
         reference,
-        ranked_nodes=ranking or [],
+        ranking=ranking,
         target_agreement=options.target_agreement,
-        max_float=len(head),
+        max_float=len(head) + options.max_float_layers,
         always_float=head,
     )
-    if steps[-1]["top1_agreement"] < options.target_agreement and options.max_float_layers > 0:
-        if ranking is None:
-            rows = q.sensitivity(
-                fp32, ranges, "s8", options.calib_method, calib.data, reference, progress=options.progress
-            )
-            result["sensitivity"] = rows
-            ranking = [row["node"] for row in rows]
-        float_nodes, more = q.choose_float_nodes(
-            fp32,
-            ranges,
-            "s8",
-            options.calib_method,
-            calib.data,
-            reference,
-            ranked_nodes=ranking,
-            target_agreement=options.target_agreement,
-            max_float=len(head) + options.max_float_layers,
-            always_float=head,
-        )
-        steps += more[1:]
     result["steps"] = steps
     result["float_nodes"] = list(float_nodes)
     trt_cache = r.tensorrt_calibration_cache(ranges)
@@ -222,9 +207,8 @@ def _export_int8(
     for float_set in float_sets:
         trials = []
         for method in [options.calib_method] + [m for m in r.METHODS if m != options.calib_method]:
-            method_ranges = r.fold_relu_ranges(fp32, r.compute_ranges(stats, method))
             config = q.QuantConfig("u8", method, float_set)
-            model = q.quantize_model(fp32, method_ranges, config, calib.data)
+            model = q.quantize_model(fp32, method_ranges[method], config, calib.data)
             fid = q.fidelity(reference, q.logits_of(model.SerializeToString(), calib.data, exact=False))
             trials.append((fid.top1_agreement, -fid.logit_mse, config, model))
             result.setdefault("cpu_flavour_trials", []).append(
@@ -234,13 +218,12 @@ def _export_int8(
         if cpu_choice is None or best[:2] > cpu_choice[:2]:
             cpu_choice = best
         if best[0] >= options.target_agreement:
-            cpu_choice = best
             break
     assert cpu_choice is not None
     result["cpu_flavour"] = cpu_choice[2].describe()
     s8_config = q.QuantConfig("s8", options.calib_method, tuple(float_nodes))
     models = {
-        INT8_NAME: (s8_config, q.quantize_model(fp32, ranges, s8_config, calib.data)),
+        INT8_NAME: (s8_config, s8_model),
         INT8_CPU_NAME: (cpu_choice[2], cpu_choice[3]),
     }
     for name, (config, model) in models.items():
@@ -259,7 +242,7 @@ def evaluate_exported(out: Path, data: Path, bundle: Any, int8: bool) -> Dict[st
     """Accuracy of PyTorch, the fp32 ONNX and (with int8) both int8 flavours, and their agreement."""
     import torch
 
-    from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, load_eval_set
+    from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, infer_batched, load_eval_set
     from edge_squeeze.runtimes import onnxruntime_backend as ortb
 
     paths, truth = ground_truth(data, bundle.labels)
@@ -267,9 +250,7 @@ def evaluate_exported(out: Path, data: Path, bundle: Any, int8: bool) -> Dict[st
     results: Dict[str, Any] = {"data": str(data)}
 
     def run(infer: Any) -> Any:
-        return accuracy_from_logits(
-            np.concatenate([infer(inputs[i : i + 50]) for i in range(0, len(inputs), 50)]), truth
-        )
+        return accuracy_from_logits(infer_batched(infer, inputs, 50), truth)
 
     with torch.no_grad():
         acc = run(lambda x: bundle.model(torch.from_numpy(x)).numpy())

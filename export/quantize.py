@@ -18,11 +18,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError, require
+from edge_squeeze.evaluate import infer_batched
 from edge_squeeze.fileio import atomic_path
 
 log = logging.getLogger("edge_squeeze")
@@ -151,7 +152,7 @@ def logits_of(model_bytes: bytes, batch: np.ndarray, exact: bool = True, threads
         so.intra_op_num_threads = threads
     session = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: batch[i : i + 32]})[0] for i in range(0, len(batch), 32)])
+    return infer_batched(lambda x: session.run(None, {name: x})[0], batch, 32)
 
 
 @dataclasses.dataclass
@@ -214,26 +215,32 @@ def choose_float_nodes(
     method: str,
     batch: np.ndarray,
     reference: np.ndarray,
-    ranked_nodes: Sequence[str],
+    ranking: Callable[[], Sequence[str]],
     target_agreement: float,
     max_float: int,
     always_float: Sequence[str] = (),
-) -> Tuple[Tuple[str, ...], List[Dict[str, Any]]]:
+) -> Tuple[Tuple[str, ...], List[Dict[str, Any]], Any]:
     """Keep the most sensitive layers in float, one at a time, until agreement reaches the target.
 
-    Returns the chosen float nodes and one row per step (what each step bought).
+    ``ranking`` (most sensitive first) is only called once a layer must be added: the sensitivity
+    analysis costs a quantization per layer. Returns the chosen float nodes, one row per step (what
+    each step bought), and the last step's quantized model.
     """
     chosen: List[str] = list(always_float)
     steps = []
-    candidates = [n for n in ranked_nodes if n not in chosen]
+    candidates: Optional[List[str]] = None
     while True:
         model = quantize_model(fp32_model, ranges, QuantConfig(flavour, method, tuple(chosen)), batch)
         fid = fidelity(reference, logits_of(model.SerializeToString(), batch))
         steps.append({"float_nodes": list(chosen), **fid.to_dict(), "bytes": model.ByteSize()})
-        if fid.top1_agreement >= target_agreement or len(chosen) >= max_float or not candidates:
+        if fid.top1_agreement >= target_agreement or len(chosen) >= max_float:
+            break
+        if candidates is None:
+            candidates = [n for n in ranking() if n not in chosen]
+        if not candidates:
             break
         chosen.append(candidates.pop(0))
-    return tuple(chosen), steps
+    return tuple(chosen), steps, model
 
 
 def save_quantized(model: Any, path: Union[str, os.PathLike[str]]) -> None:
