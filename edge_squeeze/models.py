@@ -110,6 +110,10 @@ class Fire(nn.Module):
             nn.Conv2d(inplanes, out, kernel_size=1) if bypass == "complex" and inplanes != out else None
         )
 
+    @property
+    def has_bypass(self) -> bool:
+        return self.identity_bypass or self.bypass_conv is not None
+
     def forward(self, x: Any) -> Any:
         s = self.squeeze_activation(self.squeeze(x))
         out = torch.cat(
@@ -152,6 +156,16 @@ class SqueezeNet(nn.Module):
                     nn.init.kaiming_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.constant_(m.bias, 0)
+        for m in self.modules():
+            if isinstance(m, Fire) and m.has_bypass:
+                # A bypassed Fire starts as its shortcut alone (the residual branch at zero, as in
+                # Goyal et al. 2017 and Fixup). With plain init each sum doubles the variance: the
+                # complex-bypass 1.0 reached logits of std 13 at init and both bypass variants sat at
+                # chance; zeroed, simple bypass trained (benchmarks/bypass_experiment.py).
+                nn.init.zeros_(m.expand1x1.weight)
+                nn.init.zeros_(m.expand3x3.weight)
+                if m.bypass_conv is not None:  # linear, no ReLU after it: unit gain keeps the variance
+                    nn.init.kaiming_uniform_(m.bypass_conv.weight, nonlinearity="linear")
 
     def forward(self, x: Any) -> Any:
         return torch.flatten(self.classifier(self.features(x)), 1)

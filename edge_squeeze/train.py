@@ -396,4 +396,10 @@ def train(options: TrainOptions) -> Dict[str, Any]:
         )
         log.info("interrupted: saved %s (resume with --resume)", out / "last.pt")
         raise
-    return {"best_val_acc": best_acc, "history": rows, "labels": labels.names, "out": str(out)}
+    return {
+        "best_val_acc": best_acc,
+        "history": rows,
+        "labels": labels.names,
+        "out": str(out),
+        "device": str(device),
+    }

@@ -7,11 +7,15 @@
 * optional CUDA-graph capture of the batch-1 launch (SqueezeNet is launch-bound), via cuda-python;
 * one execution context guarded by a lock (``Classifier`` adds one too), released by ``close``.
 
+The buffers, stream, events and graph live in :mod:`.cuda_buffers`, which has run on a GPU
+(docs/gpu-validation.md); this file adds TensorRT around them.
+
 Engines are cached next to the ONNX model, keyed by TensorRT version, GPU, precision, batch
 profile, DLA core and model hash; a cached engine for another TensorRT or GPU, or a corrupt one,
 is rebuilt with one log line; a bare ``.engine`` from another device is a clear error.
 
-**Unrun here**: no machine available to this project had TensorRT; the code is type-checked with
+**Unrun here**: no machine available to this project had TensorRT, so deserialisation,
+``set_input_shape`` and ``execute_async_v3`` have never executed; the code is type-checked with
 mypy against ``tensorrt-stubs`` and its GPU-free logic is tested on the CPU.
 """
 
@@ -31,6 +35,8 @@ from edge_squeeze.errors import INSTALL_HINTS, EdgeSqueezeError, MissingDependen
 from edge_squeeze.fileio import sha256_file
 
 from .base import BackendInfo, check_input
+from .cuda_buffers import CudaBuffers
+from .cuda_buffers import unavailable_reason as cuda_unavailable_reason
 
 log = logging.getLogger("edge_squeeze")
 
@@ -39,17 +45,7 @@ def unavailable_reason() -> Optional[str]:
     """Why TensorRT cannot run here, or None when it can (TensorRT, pycuda and a CUDA device)."""
     if tensorrt_version() is None:
         return f"TensorRT is not installed ({INSTALL_HINTS['tensorrt']})"
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        return f"pycuda is not installed ({INSTALL_HINTS['pycuda']})"
-    try:
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return "no CUDA device found"
-    except Exception as exc:  # pycuda raises its own LogicError/RuntimeError without a driver
-        return f"CUDA is not usable: {exc}"
-    return None
+    return cuda_unavailable_reason()
 
 
 @dataclasses.dataclass
@@ -63,45 +59,32 @@ class TensorRTOptions:
 
 class TensorRTBackend:
     def __init__(self, engine_path: Path, sidecar: Any, cuda_graph: bool = False) -> None:
-        import pycuda.driver as cuda
         import tensorrt as trt
 
-        self._cuda = cuda
-        cuda.init()
-        self._ctx = cuda.Device(0).retain_primary_context()
-        self._ctx.push()
-        try:
+        self.metadata = sidecar.metadata
+        self._input = sidecar.input_name
+        self._output = sidecar.output_name
+        max_batch = sidecar.profile.max
+        c, h, w = self.metadata.preprocess.input_shape
+        classes = len(self.metadata.labels)
+        self._buffers = CudaBuffers((max_batch, c, h, w), (max_batch, classes))
+        with self._buffers:
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
             engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
             if engine is None:
+                self._buffers.close()
                 raise EdgeSqueezeError(
                     f"TensorRT cannot deserialize {engine_path}: corrupt, or built for another TensorRT/GPU; "
                     "rebuild it with edge-squeeze build-engine"
                 )
             self._engine = engine
             self._context = engine.create_execution_context()
-            self.metadata = sidecar.metadata
-            self._input = sidecar.input_name
-            self._output = sidecar.output_name
-            max_batch = sidecar.profile.max
-            c, h, w = self.metadata.preprocess.input_shape
-            classes = len(self.metadata.labels)
-            self._stream = cuda.Stream()
-            self._host_in = cuda.pagelocked_empty((max_batch, c, h, w), dtype=np.float32)
-            self._host_out = cuda.pagelocked_empty((max_batch, classes), dtype=np.float32)
-            self._dev_in = cuda.mem_alloc(self._host_in.nbytes)
-            self._dev_out = cuda.mem_alloc(self._host_out.nbytes)
-            self._context.set_tensor_address(self._input, int(self._dev_in))
-            self._context.set_tensor_address(self._output, int(self._dev_out))
-            self._events = [cuda.Event() for _ in range(4)]
-            self._stage_ms: Dict[str, float] = {}
-            self._lock = threading.Lock()
-            self._graph: Any = None
-            self._want_graph = cuda_graph
-            self._bound_batch = 0
-        finally:
-            self._ctx.pop()
+            self._context.set_tensor_address(self._input, self._buffers.input_address)
+            self._context.set_tensor_address(self._output, self._buffers.output_address)
+        self._lock = threading.Lock()
+        self._want_graph = cuda_graph
+        self._bound_batch = 0
         self.info = BackendInfo(
             name="tensorrt",
             precision=sidecar.precision,
@@ -113,88 +96,37 @@ class TensorRTBackend:
             model_path=str(engine_path),
         )
 
-    def _launch(self, n: int) -> None:
-        if self._graph is not None and n == 1:
-            from cuda import cudart  # cuda-python
-
-            cudart.cudaGraphLaunch(self._graph, self._stream.handle)
-            return
-        if not self._context.execute_async_v3(self._stream.handle):
+    def _enqueue(self, stream_handle: int) -> None:
+        if not self._context.execute_async_v3(stream_handle):
             raise EdgeSqueezeError("TensorRT execution failed")
-
-    def _capture_graph(self) -> None:
-        """Capture the batch-1 enqueue as a CUDA graph: one launch instead of ~30 kernel launches."""
-        try:
-            from cuda import cudart
-        except ImportError:
-            log.warning("CUDA graphs need cuda-python (pip install cuda-python); running without")
-            self._want_graph = False
-            return
-        self._context.execute_async_v3(self._stream.handle)  # TensorRT's first enqueue allocates
-        self._stream.synchronize()
-        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        cudart.cudaStreamBeginCapture(self._stream.handle, mode)
-        self._context.execute_async_v3(self._stream.handle)
-        err, graph = cudart.cudaStreamEndCapture(self._stream.handle)
-        if err != cudart.cudaError_t.cudaSuccess:
-            log.warning("CUDA graph capture failed (%s); running without", err)
-            self._want_graph = False
-            return
-        err, self._graph = cudart.cudaGraphInstantiate(graph, 0)
-        if err != cudart.cudaError_t.cudaSuccess:
-            self._graph = None
-            self._want_graph = False
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = check_input(batch, self.info)
         n = batch.shape[0]
-        cuda = self._cuda
-        with self._lock:
-            self._ctx.push()
-            try:
-                if n != self._bound_batch:
-                    c, h, w = batch.shape[1:]
-                    if not self._context.set_input_shape(self._input, (n, c, h, w)):
-                        raise EdgeSqueezeError(f"TensorRT refused input shape {(n, c, h, w)}")
-                    self._bound_batch = n
-                    if n == 1 and self._want_graph and self._graph is None:
-                        self._capture_graph()
-                self._host_in[:n] = batch
-                e0, e1, e2, e3 = self._events
-                e0.record(self._stream)
-                cuda.memcpy_htod_async(self._dev_in, self._host_in[:n], self._stream)
-                e1.record(self._stream)
-                self._launch(n)
-                e2.record(self._stream)
-                cuda.memcpy_dtoh_async(self._host_out[:n], self._dev_out, self._stream)
-                e3.record(self._stream)
-                self._stream.synchronize()
-                self._stage_ms = {
-                    "h2d": e1.time_since(e0),
-                    "infer": e2.time_since(e1),
-                    "d2h": e3.time_since(e2),
-                }
-                return np.array(self._host_out[:n], copy=True)
-            finally:
-                self._ctx.pop()
+        with self._lock, self._buffers:
+            if n != self._bound_batch:
+                c, h, w = batch.shape[1:]
+                if not self._context.set_input_shape(self._input, (n, c, h, w)):
+                    raise EdgeSqueezeError(f"TensorRT refused input shape {(n, c, h, w)}")
+                self._bound_batch = n
+                if n == 1 and self._want_graph and not self._buffers.has_graph:
+                    self._want_graph = False  # one try: a failed capture falls back to plain launches
+                    why_not = self._buffers.capture_graph(self._enqueue)
+                    if why_not:
+                        log.warning("no CUDA graph (%s); running without", why_not)
+            return self._buffers.run(batch, self._enqueue)
 
     def last_stage_ms(self) -> Dict[str, float]:
         """GPU time of the last call's stages, from CUDA events (bench uses these)."""
-        return dict(self._stage_ms)
+        return dict(self._buffers.stage_ms)
 
     def close(self) -> None:
         if getattr(self, "_context", None) is None:
             return
-        self._ctx.push()
-        try:
-            self._dev_in.free()
-            self._dev_out.free()
-            self._graph = None
+        with self._buffers:
             self._context = None  # type: ignore[assignment]
             self._engine = None  # type: ignore[assignment]
-        finally:
-            self._ctx.pop()
-            self._ctx.detach()
+        self._buffers.close()
 
 
 def _load_engine(engine_path: Path, cuda_graph: bool) -> TensorRTBackend:

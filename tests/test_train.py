@@ -218,3 +218,20 @@ def test_fine_tune_from_imagenet_weights_with_frozen_features(shared, pattern_da
     assert torch.equal(ckpt["state_dict"]["features.0.weight"], original["features.0.weight"])  # frozen
     assert ckpt["state_dict"]["classifier.1.weight"].shape == (4, 512, 1, 1)  # new head
     assert result["best_val_acc"] > 0.25
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA training: torch sees no CUDA device")
+def test_cuda_training_resumes_and_reloads_on_the_cpu(pattern_dataset, tmp_path):
+    options = dict(
+        data=pattern_dataset, out=tmp_path, arch="squeezenet1_1", image_size=64, batch_size=16, progress=False
+    )
+    result = train(TrainOptions(epochs=5, device="cuda", **options))
+    assert result["device"].startswith("cuda") and result["best_val_acc"] >= 0.75
+    resumed = train(TrainOptions(epochs=6, device="cuda", resume=True, **options))
+    assert [r["epoch"] for r in resumed["history"]] == list(range(1, 7))
+    images = sorted((pattern_dataset / "val").rglob("*.png"))
+    truth = [int(p.parent.name[len("class") :]) for p in images]
+    on_cpu = Classifier(tmp_path / "best.pt", backend="pytorch")
+    got = [p.index for p in on_cpu.predict_batch([str(p) for p in images])]
+    assert np.mean(np.array(got) == np.array(truth)) >= 0.75
