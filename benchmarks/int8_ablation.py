@@ -48,10 +48,20 @@ def main() -> None:
     head = tuple(n.name for n in fp32.graph.node if n.op_type == "GlobalAveragePool")
     rows = [{"step": "fp32 ONNX", "flavour": "-", "method": "-", "top1": fp32_top1, "agreement": 1.0}]
 
-    def measure(step: str, flavour: str, method: str, fold: bool, float_nodes: tuple, exact: bool) -> None:
+    def measure(
+        step: str,
+        flavour: str,
+        method: str,
+        fold: bool,
+        float_nodes: tuple,
+        exact: bool,
+        concat: bool = False,
+    ) -> None:
         ranges = r.compute_ranges(stats, method)
         if fold:
             ranges = r.fold_relu_ranges(fp32, ranges)
+        if concat:
+            ranges = r.unify_concat_ranges(fp32, ranges)
         model = q.quantize_model(fp32, ranges, q.QuantConfig(flavour, method, float_nodes), calib.data)
         logits = q.logits_of(model.SerializeToString(), val, exact=exact)
         fid = q.fidelity(reference, logits)
@@ -76,7 +86,11 @@ def main() -> None:
     for method in r.METHODS:
         measure("4. + logits average pool in float", "s8", method, True, head, exact=True)
     for method in r.METHODS:
-        measure("5. CPU flavour (u8, reduce_range), fused kernels", "u8", method, True, head, exact=False)
+        measure("5. + one range per Concat", "s8", method, True, head, exact=True, concat=True)
+    for method in r.METHODS:
+        measure("6. CPU flavour (u8, reduce_range), fused kernels", "u8", method, True, head, exact=False)
+    for method in r.METHODS:
+        measure("7. CPU flavour + one range per Concat", "u8", method, True, head, exact=False, concat=True)
     result = {
         "host": platform.node(),
         "cpu": platform.processor() or platform.machine(),

@@ -388,12 +388,27 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     if not args.out.endswith(".esqz"):
         raise EdgeSqueezeError(f"--out must name an .esqz file, not {args.out}")
+    layer_bits = []
+    for item in args.layer_bits or []:
+        prefix, _, bits = item.partition("=")
+        if not prefix or not bits.isdigit():
+            raise EdgeSqueezeError(f"--layer-bits takes PREFIX=BITS (e.g. classifier=4), not {item!r}")
+        layer_bits.append((prefix, int(bits)))
+    options = CompressOptions(sparsity=args.sparsity, bits=args.bits, layer_bits=tuple(layer_bits))
+    if not 0.0 <= options.sparsity < 1.0 or not all(
+        2 <= b <= 8 for b in [options.bits, *dict(layer_bits).values()]
+    ):
+        raise EdgeSqueezeError("--sparsity must be in [0, 1) and --bits (and --layer-bits) in 2..8")
     bundle = load_model(
         args.weights, arch=args.arch, labels=_labels_arg(args.labels), num_classes=args.num_classes
     )
-    options = CompressOptions(sparsity=args.sparsity, bits=args.bits)
-    if not 0.0 <= options.sparsity < 1.0 or not 2 <= options.bits <= 8:
-        raise EdgeSqueezeError("--sparsity must be in [0, 1) and --bits in 2..8")
+    calibration = None
+    if args.calib:
+        from .export.calibration import CalibrationSet, select_calibration_images
+
+        paths = select_calibration_images(args.calib, args.calib_count)
+        calibration = CalibrationSet(paths, bundle.preprocess, progress=not args.quiet).data
+    fp32 = sum(v.numel() for v in bundle.model.state_dict().values()) * 4
     size = write_esqz(
         args.out,
         bundle.model.state_dict(),
@@ -401,8 +416,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         bundle.labels,
         bundle.preprocess,
         options,
+        model=bundle.model,
+        calibration=calibration,
+        progress=not args.quiet,
     )
-    fp32 = sum(v.numel() for v in bundle.model.state_dict().values()) * 4
     print(f"wrote {args.out}: {size:,} bytes ({fp32 / size:.1f}x smaller than fp32's {fp32:,})")
     return 0
 
@@ -540,6 +557,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--sparsity", type=float, default=0.0, help="share of each layer's weights pruned (default 0)"
     )
     p.add_argument("--bits", type=int, default=8, help="codebook bits per layer (default 8)")
+    p.add_argument(
+        "--layer-bits",
+        action="append",
+        metavar="PREFIX=BITS",
+        help="other bits for layers whose name starts with PREFIX, e.g. classifier=4 (repeatable)",
+    )
+    p.add_argument(
+        "--calib",
+        help="calibration images: choose each code to keep its layer's outputs on them (no retraining)",
+    )
+    p.add_argument("--calib-count", type=int, default=128, help="calibration images to use (default 128)")
     p.add_argument("--out", required=True, help="output .esqz file")
 
     p = add("bench", cmd_bench, "latency and throughput per stage, with percentiles")

