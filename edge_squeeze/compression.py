@@ -7,12 +7,13 @@ previous one (+1); gaps over 15 are bridged by zero-code filler entries. Its Caf
 (227x227, BGR 0-255 minus mean 104/117/123, conv10 with padding 1) become a model config and a
 preprocessing spec, not special cases anywhere else.
 
-**The ``.esqz`` format** (all little-endian), version 1::
+**The ``.esqz`` format** (all little-endian), version 2::
 
     magic   b"ESQZ"            4 bytes
-    version uint16             1
-    header  uint32 length n, then n bytes of UTF-8 JSON: model config, labels, preprocessing,
-            and one entry per tensor {name, shape, kind, ...} in stream order
+    version uint16             2 (1 is read too)
+    header  uint32 length n, then n bytes of zlib-deflated UTF-8 JSON: model config, labels (or,
+            version 2, {"builtin": "imagenet-1k"} for the ImageNet names shipped with edge-squeeze),
+            preprocessing, and one entry per tensor {name, shape, kind, ...} in stream order
     body    per tensor, in header order:
             kind "sparse": codebook (float32 x 2**bits), float16 scale per output channel
                            (weights are shared in units of their channel's maximum), then a Huffman-coded stream of
@@ -42,11 +43,11 @@ import numpy as np
 
 from .errors import EdgeSqueezeError
 from .fileio import write_bytes_atomic
-from .labels import Labels
+from .labels import Labels, imagenet_labels
 from .preprocess import PreprocessSpec
 
 MAGIC = b"ESQZ"
-VERSION = 1
+VERSION = 2  # 2: labels may be {"builtin": "imagenet-1k"}; version 1 files are read as before
 
 # --- the paper's file --------------------------------------------------------------------------
 
@@ -426,6 +427,21 @@ def compress_state_dict(
     return entries, bodies
 
 
+def _labels_entry(labels: Labels) -> Dict[str, Any]:
+    """The ImageNet-1k names ship with edge-squeeze: name them instead of storing ~10 kB of text."""
+    if len(labels) == 1000 and labels == imagenet_labels():
+        return {"builtin": "imagenet-1k"}
+    return labels.to_dict()
+
+
+def _labels_from_entry(entry: Dict[str, Any]) -> Labels:
+    if "builtin" in entry:
+        if entry["builtin"] != "imagenet-1k":
+            raise EdgeSqueezeError(f"unknown built-in label set {entry['builtin']!r}: upgrade edge-squeeze")
+        return imagenet_labels()
+    return Labels.from_dict(entry)
+
+
 def write_esqz(
     path: Union[str, os.PathLike[str]],
     state: Dict[str, Any],
@@ -443,7 +459,7 @@ def write_esqz(
     entries, bodies = compress_state_dict(state, options, model, calibration, progress)
     header = {
         "config": config,
-        "labels": labels.to_dict(),
+        "labels": _labels_entry(labels),
         "preprocess": spec.to_dict(),
         "compression": dataclasses.asdict(options),
         "tensors": entries,
@@ -511,7 +527,7 @@ def read_esqz(path: Union[str, os.PathLike[str]]) -> EsqzModel:
     return EsqzModel(
         state_dict=state,
         config=header["config"],
-        labels=Labels.from_dict(header["labels"]),
+        labels=_labels_from_entry(header["labels"]),
         preprocess=PreprocessSpec.from_dict(header["preprocess"]),
         compression=header.get("compression", {}),
     )

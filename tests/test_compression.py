@@ -276,3 +276,20 @@ def test_papers_model_under_500kb_within_two_points(shared, tmp_path):
     base_top1 = evaluate(base.infer, shared.val, base.labels, base.spec).top1
     small_top1 = evaluate(small.infer, shared.val, small.labels, small.spec).top1
     assert small_top1 >= base_top1 - 0.02
+
+
+def test_imagenet_labels_are_named_not_stored(tmp_path):
+    from edge_squeeze.compression import CompressOptions, write_esqz
+    from edge_squeeze.labels import Labels, imagenet_labels
+    from edge_squeeze.preprocess import PreprocessSpec
+
+    state = {"conv.weight": np.random.default_rng(0).normal(size=(4, 3, 1, 1)).astype(np.float32)}
+    sizes = {}
+    for name, labels in (
+        ("imagenet", imagenet_labels()),
+        ("custom", Labels(names=[f"{n} (mine)" for n in imagenet_labels().names])),
+    ):
+        path = tmp_path / f"{name}.esqz"
+        sizes[name] = write_esqz(path, state, {}, labels, PreprocessSpec.imagenet(), CompressOptions(bits=2))
+        assert read_esqz(path).labels == labels
+    assert sizes["imagenet"] < 1000 < 5000 < sizes["custom"]
