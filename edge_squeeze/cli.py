@@ -419,6 +419,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         model=bundle.model,
         calibration=calibration,
         progress=not args.quiet,
+        max_bytes=args.max_bytes,
     )
     print(f"wrote {args.out}: {size:,} bytes ({fp32 / size:.1f}x smaller than fp32's {fp32:,})")
     return 0
@@ -568,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration images: choose each code to keep its layer's outputs on them (no retraining)",
     )
     p.add_argument("--calib-count", type=int, default=128, help="calibration images to use (default 128)")
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        help="size budget: lower the bits of the layers where a bit saves most bytes until the file fits",
+    )
     p.add_argument("--out", required=True, help="output .esqz file")
 
     p = add("bench", cmd_bench, "latency and throughput per stage, with percentiles")

@@ -34,6 +34,7 @@ import dataclasses
 import heapq
 import io
 import json
+import logging
 import os
 import struct
 from pathlib import Path
@@ -45,6 +46,8 @@ from .errors import EdgeSqueezeError
 from .fileio import write_bytes_atomic
 from .labels import Labels, imagenet_labels
 from .preprocess import PreprocessSpec
+
+log = logging.getLogger("edge_squeeze")
 
 MAGIC = b"ESQZ"
 VERSION = 2  # 2: labels may be {"builtin": "imagenet-1k"}; version 1 files are read as before
@@ -442,6 +445,106 @@ def _labels_from_entry(entry: Dict[str, Any]) -> Labels:
     return Labels.from_dict(entry)
 
 
+def _pack(
+    config: Dict[str, Any],
+    labels: Labels,
+    spec: PreprocessSpec,
+    options: CompressOptions,
+    entries: List[Dict[str, Any]],
+    bodies: List[bytes],
+) -> bytes:
+    import zlib
+
+    header = {
+        "config": config,
+        "labels": _labels_entry(labels),
+        "preprocess": spec.to_dict(),
+        "compression": dataclasses.asdict(options),
+        "tensors": entries,
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    packed = zlib.compress(head, 9)  # the header is mostly Huffman tables (and custom labels)
+    blob = io.BytesIO()
+    blob.write(MAGIC)
+    blob.write(struct.pack("<HI", VERSION, len(packed)))
+    blob.write(packed)
+    for body in bodies:
+        blob.write(body)
+    return blob.getvalue()
+
+
+MIN_BITS = 2
+
+
+def fit_layer_bits(
+    state: Dict[str, Any],
+    config: Dict[str, Any],
+    labels: Labels,
+    spec: PreprocessSpec,
+    options: CompressOptions,
+    max_bytes: int,
+) -> CompressOptions:
+    """``options`` with per-layer bits lowered until the file fits in ``max_bytes``.
+
+    Each step takes one bit from the layer where that bit saves the most bytes (on SqueezeNet that is
+    the final 1x1 conv first: 41 % of 1.1's weights). Sizes come from nearest-entry sharing, which
+    calibrated sharing matches to a fraction of a percent; :func:`write_esqz` checks the real size.
+    """
+    arrays = {
+        name: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
+        for name, v in state.items()
+    }
+    convs = [name for name, a in arrays.items() if a.ndim == 4]
+    encoded: Dict[Tuple[str, int], Tuple[Dict[str, Any], bytes]] = {}
+
+    def encode(name: str, bits: int) -> Tuple[Dict[str, Any], bytes]:
+        if (name, bits) not in encoded:
+            shared = share_weights(arrays[name], _layer_sparsity(name, options), bits)
+            encoded[name, bits] = encode_shared(shared, options.index_bits)
+        return encoded[name, bits]
+
+    def file_size(bits: Dict[str, int]) -> int:
+        entries, bodies = [], []
+        for name, a in arrays.items():
+            entry, body = (
+                encode(name, bits[name])
+                if name in bits
+                else (
+                    {"kind": "dense", "shape": list(a.shape), "dtype": "float16"},
+                    a.astype(np.float16).tobytes(),
+                )
+            )
+            entries.append({**entry, "name": name, "bytes": len(body)})
+            bodies.append(body)
+        return len(_pack(config, labels, spec, options, entries, bodies))
+
+    bits = {name: _layer_bits(name, options) for name in convs}
+    while file_size(bits) > max_bytes:
+        savings = [
+            (len(encode(n, bits[n])[1]) - len(encode(n, bits[n] - 1)[1]), n)
+            for n in convs
+            if bits[n] > MIN_BITS
+        ]
+        if not savings:
+            raise EdgeSqueezeError(
+                f"cannot fit the model in {max_bytes:,} bytes even at {MIN_BITS} bits a layer; "
+                "raise --max-bytes or add --sparsity"
+            )
+        bits[max(savings)[1]] -= 1
+    layer_bits = tuple(
+        (name[: -len(".weight")] if name.endswith(".weight") else name, b)
+        for name, b in bits.items()
+        if b != options.bits
+    )
+    log.info(
+        "to fit %s bytes: %d bits, %s",
+        f"{max_bytes:,}",
+        options.bits,
+        ", ".join(f"{n} {b}" for n, b in layer_bits) or "no layer lowered",
+    )
+    return dataclasses.replace(options, layer_bits=layer_bits)
+
+
 def write_esqz(
     path: Union[str, os.PathLike[str]],
     state: Dict[str, Any],
@@ -452,30 +555,24 @@ def write_esqz(
     model: Any = None,
     calibration: Optional[np.ndarray] = None,
     progress: bool = False,
+    max_bytes: Optional[int] = None,
 ) -> int:
-    """Write an ``.esqz`` file atomically; returns its size in bytes (see :func:`compress_state_dict`)."""
+    """Write an ``.esqz`` file atomically; returns its size in bytes (see :func:`compress_state_dict`).
+
+    With ``max_bytes``, bits are first lowered layer by layer to fit (:func:`fit_layer_bits`); a file
+    that still comes out larger is not written.
+    """
+    if max_bytes is not None:
+        options = fit_layer_bits(state, config, labels, spec, options, max_bytes)
     if calibration is not None:
         options = dataclasses.replace(options, calibration_images=len(calibration))
     entries, bodies = compress_state_dict(state, options, model, calibration, progress)
-    header = {
-        "config": config,
-        "labels": _labels_entry(labels),
-        "preprocess": spec.to_dict(),
-        "compression": dataclasses.asdict(options),
-        "tensors": entries,
-    }
-    head = json.dumps(header, separators=(",", ":")).encode()
-    import zlib
-
-    # the header is mostly label text and Huffman tables: deflate it
-    packed = zlib.compress(head, 9)
-    blob = io.BytesIO()
-    blob.write(MAGIC)
-    blob.write(struct.pack("<HI", VERSION, len(packed)))
-    blob.write(packed)
-    for body in bodies:
-        blob.write(body)
-    data = blob.getvalue()
+    data = _pack(config, labels, spec, options, entries, bodies)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise EdgeSqueezeError(
+            f"the compressed model is {len(data):,} bytes, over --max-bytes {max_bytes:,}; "
+            "lower --bits by one or raise --max-bytes"
+        )
     write_bytes_atomic(path, data)
     return len(data)
 

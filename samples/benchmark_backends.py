@@ -10,6 +10,10 @@ and ``<host>.md``.
 
 ``--models`` is a folder made by ``edge-squeeze export --int8``; with ``--weights`` + ``--calib``
 instead, the script exports one first (needs the export extra).
+
+The speed-up ratios come from a paired comparison: batch-1 inference of each backend in alternating
+0.5 s blocks for ``--rounds`` rounds, a ratio per round, and their median with its range, so that a
+shared machine's slow spells fall on both sides of every ratio.
 """
 
 from __future__ import annotations
@@ -155,7 +159,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=20, help="rounds of the paired batch-1 comparison")
+    parser.add_argument("--rounds", type=int, default=40, help="rounds of the paired batch-1 comparison")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -239,6 +239,10 @@ def test_cli_compress_calibrated_and_bad_layer_bits(tiny_checkpoint, pattern_dat
     calib = ["--calib", str(pattern_dataset / "train"), "--calib-count", "16"]
     assert main([*args, "--bits", "4", "--layer-bits", "classifier=5", *calib]) == 0
     assert read_esqz(out).compression["calibration_images"] == 16
+    budget = out.stat().st_size
+    fitted = tmp_path / "fitted.esqz"
+    assert main([*args[:-1], str(fitted), "--bits", "8", "--max-bytes", str(budget)]) == 0
+    assert fitted.stat().st_size <= budget and read_esqz(fitted).compression["layer_bits"]
     assert main([*args, "--layer-bits", "classifier"]) != 0
     assert main([*args, "--calib", str(tmp_path / "missing")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
@@ -248,12 +252,13 @@ def test_cli_compress_calibrated_and_bad_layer_bits(tiny_checkpoint, pattern_dat
 
 @pytest.mark.slow
 def test_papers_model_under_500kb_within_two_points(shared, tmp_path):
-    """The issue's size target for SqueezeNet 1.0: the paper's weights at 6 bits, calibrated."""
+    """The issue's size target for SqueezeNet 1.0: the paper's weights at 6 bits, calibrated
+    (benchmarks/results/compression.md: 428,450 bytes, 62.8 % against 62.6 %)."""
     from edge_squeeze import Classifier
     from edge_squeeze.evaluate import evaluate
 
     out = tmp_path / "squeezenet1_0.esqz"
-    calib = ["--calib", str(shared.calib), "--calib-count", "64"]
+    calib = ["--calib", str(shared.calib)]  # 128 of them, a seeded sample
     assert (
         main(
             [
@@ -293,3 +298,27 @@ def test_imagenet_labels_are_named_not_stored(tmp_path):
         sizes[name] = write_esqz(path, state, {}, labels, PreprocessSpec.imagenet(), CompressOptions(bits=2))
         assert read_esqz(path).labels == labels
     assert sizes["imagenet"] < 1000 < 5000 < sizes["custom"]
+
+
+def test_fit_layer_bits_lowers_the_big_layer_first(tmp_path):
+    from edge_squeeze.compression import CompressOptions, fit_layer_bits, write_esqz
+    from edge_squeeze.labels import Labels
+    from edge_squeeze.preprocess import PreprocessSpec
+
+    rng = np.random.default_rng(0)
+    state = {
+        "small.weight": rng.normal(size=(16, 8, 3, 3)).astype(np.float32),
+        "big.weight": rng.normal(size=(256, 128, 1, 1)).astype(np.float32),
+        "big.bias": np.zeros(256, np.float32),
+    }
+    args = ({}, Labels.numbered(4), PreprocessSpec.imagenet())
+    full = write_esqz(tmp_path / "full.esqz", state, *args, CompressOptions(bits=6))
+    budget = full - 5000
+    fitted = fit_layer_bits(state, *args, CompressOptions(bits=6), budget)
+    assert dict(fitted.layer_bits).keys() == {"big"} and dict(fitted.layer_bits)["big"] < 6
+    size = write_esqz(tmp_path / "fit.esqz", state, *args, CompressOptions(bits=6), max_bytes=budget)
+    assert size <= budget
+    assert read_esqz(tmp_path / "fit.esqz").compression["layer_bits"] == [list(p) for p in fitted.layer_bits]
+    with pytest.raises(EdgeSqueezeError, match="cannot fit"):
+        write_esqz(tmp_path / "no.esqz", state, *args, CompressOptions(bits=6), max_bytes=2000)
+    assert not (tmp_path / "no.esqz").exists()

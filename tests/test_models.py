@@ -76,6 +76,27 @@ def test_simple_bypass_changes_the_output():
         assert not torch.allclose(plain(x), bypass(x))
 
 
+@pytest.mark.parametrize("bypass", ["simple", "complex"])
+def test_bypassed_fires_start_as_their_shortcut(bypass):
+    """Bypass sums must not compound the activation scale at initialisation (training stalled when they did)."""
+    from edge_squeeze.models import Fire
+
+    torch.manual_seed(0)
+    model = squeezenet1_0(num_classes=10, bypass=bypass).eval()
+    fires = [m for m in model.modules() if isinstance(m, Fire) and m.has_bypass]
+    assert len(fires) == (4 if bypass == "simple" else 8)
+    x = torch.randn(4, 3, 96, 96)
+    with torch.no_grad():
+        h = x
+        for layer in model.features:
+            out = layer(h)
+            if isinstance(layer, Fire) and layer.identity_bypass:
+                assert torch.equal(out, h)
+            h = out
+        # before the bypassed expands started at zero: 1.6 (simple) and 13 (complex), at 64x64
+        assert model(x).std() < 1.0
+
+
 def test_torchvision_key_names():
     keys = set(squeezenet1_1().state_dict())
     assert {
