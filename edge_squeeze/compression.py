@@ -403,6 +403,9 @@ def compress_state_dict(
     if calibration is not None:
         from .calibrated_sharing import share_sequentially
 
+        if model is None:
+            raise EdgeSqueezeError("calibrated sharing needs the torch model that holds the weights")
+
         def round_layer(layer: str, weight: np.ndarray, hessian: np.ndarray) -> np.ndarray:
             name = f"{layer}.weight"
             shared[name] = share_weights(
