@@ -33,8 +33,8 @@ def unavailable_reason() -> Optional[str]:
 
 
 def _cudart() -> Any:
-    """cuda-python's runtime module: ``cuda.bindings.runtime`` (cuda-python >= 12.6; the old
-    ``cuda.cudart`` shim is gone in 13), else ``cuda.cudart``; None without cuda-python."""
+    """cuda-python's runtime module: ``cuda.bindings.runtime`` (the current name, used on the GPU
+    this was tested on), else the older ``cuda.cudart``; None without cuda-python."""
     try:
         from cuda.bindings import runtime
 
