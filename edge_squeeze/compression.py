@@ -356,11 +356,14 @@ def encode_shared(shared: SharedWeights, index_bits: int) -> Tuple[Dict[str, Any
     return entry, body
 
 
-def compress_tensor(
-    weight: np.ndarray, sparsity: float, bits: int, index_bits: int
-) -> Tuple[Dict[str, Any], bytes]:
-    """One conv weight to (header entry, body bytes), each weight rounded to its nearest entry."""
-    return encode_shared(share_weights(weight, sparsity, bits), index_bits)
+def _as_array(value: Any) -> np.ndarray:
+    """A state-dict value (torch tensor or array) as float32 numpy."""
+    return np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value, np.float32)
+
+
+def _dense(arr: np.ndarray) -> Tuple[Dict[str, Any], bytes]:
+    """A non-conv tensor (biases) as float16: (header entry, body bytes)."""
+    return {"kind": "dense", "shape": list(arr.shape), "dtype": "float16"}, arr.astype(np.float16).tobytes()
 
 
 def decompress_tensor(entry: Dict[str, Any], body: bytes) -> np.ndarray:
@@ -417,18 +420,15 @@ def compress_state_dict(
         state = model.state_dict()
     entries, bodies = [], []
     for name, value in state.items():
-        arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value, np.float32)
+        arr = _as_array(value)
         if arr.ndim == 4:
             weights = shared.get(name) or share_weights(
                 arr, _layer_sparsity(name, options), _layer_bits(name, options)
             )
             entry, body = encode_shared(weights, options.index_bits)
         else:
-            body = arr.astype(np.float16).tobytes()
-            entry = {"kind": "dense", "shape": list(arr.shape), "dtype": "float16"}
-        entry["name"] = name
-        entry["bytes"] = len(body)
-        entries.append(entry)
+            entry, body = _dense(arr)
+        entries.append({**entry, "name": name, "bytes": len(body)})
         bodies.append(body)
     return entries, bodies
 
@@ -493,10 +493,7 @@ def fit_layer_bits(
     the final 1x1 conv first: 41 % of 1.1's weights). Sizes come from nearest-entry sharing, which
     calibrated sharing matches to a fraction of a percent; :func:`write_esqz` checks the real size.
     """
-    arrays = {
-        name: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
-        for name, v in state.items()
-    }
+    arrays = {name: _as_array(v) for name, v in state.items()}
     convs = [name for name, a in arrays.items() if a.ndim == 4]
     encoded: Dict[Tuple[str, int], Tuple[Dict[str, Any], bytes]] = {}
 
@@ -509,14 +506,7 @@ def fit_layer_bits(
     def file_size(bits: Dict[str, int]) -> int:
         entries, bodies = [], []
         for name, a in arrays.items():
-            entry, body = (
-                encode(name, bits[name])
-                if name in bits
-                else (
-                    {"kind": "dense", "shape": list(a.shape), "dtype": "float16"},
-                    a.astype(np.float16).tobytes(),
-                )
-            )
+            entry, body = encode(name, bits[name]) if name in bits else _dense(a)
             entries.append({**entry, "name": name, "bytes": len(body)})
             bodies.append(body)
         return len(_pack(config, labels, spec, options, entries, bodies))

@@ -63,7 +63,7 @@ class CudaBuffers:
         output_shape: Tuple[int, ...],
         device_index: int = 0,
     ) -> None:
-        cuda = _pycuda_driver()
+        cuda = require("pycuda.driver", "GPU buffers")
         self._cuda = cuda
         cuda.init()
         self._ctx = cuda.Device(device_index).retain_primary_context()
@@ -176,10 +176,6 @@ class CudaBuffers:
         finally:
             self._ctx.pop()
             self._ctx.detach()
-
-
-def _pycuda_driver() -> Any:
-    return require("pycuda.driver", "GPU buffers")
 
 
 __all__ = ["CudaBuffers", "Enqueue", "unavailable_reason"]

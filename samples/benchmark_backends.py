@@ -227,28 +227,22 @@ def main() -> None:
     else:
         logging.info("TensorRT rows skipped: %s", reason)
 
+    loaded: Dict[str, Any] = {}
     for name, make in configs:
-        clf = make()
+        clf = loaded[name] = make()
         for batch in batches:
             rows.append(row_for(name, clf, frames, batch, options))
             logging.info("%s batch %d: p50 %.2f ms", name, batch, rows[-1]["p50_ms"])
     frame = frames[0]
-    u8 = Classifier(
-        models / "model.int8.onnx", backend="onnxruntime", threads=args.threads, int8_flavour="cpu"
-    )
+    u8 = loaded["model.int8.cpu.onnx (ORT int8 u8)"]
     overhead = classifier_overhead(u8, frame, args.duration)
     preprocess_ms = summarize(time_configuration(u8, [frame], options)["preprocess"])
     profile = operator_profile(models / "model.int8.cpu.onnx", u8.preprocess(frame))
 
     # The targets are ratios: measure them side by side, round by round (see paired_batch1).
-    paired_clfs = {
-        "ort_fp32": Classifier(models / "model.onnx", backend="onnxruntime", threads=args.threads),
-        "ort_int8_u8": u8,
-    }
-    if "PyTorch eager fp32" in {name for name, _ in configs}:
-        paired_clfs["pytorch_fp32"] = Classifier(
-            models / "model.onnx", backend="pytorch", threads=args.threads
-        )
+    paired_clfs = {"ort_fp32": loaded["model.onnx (ORT fp32)"], "ort_int8_u8": u8}
+    if "PyTorch eager fp32" in loaded:
+        paired_clfs["pytorch_fp32"] = loaded["PyTorch eager fp32"]
     paired = paired_batch1(paired_clfs, frames, args.rounds, block_s=0.5)
     speedups = {
         "int8_u8_vs_ort_fp32_batch1_infer": ratio_summary(paired["ort_fp32"], paired["ort_int8_u8"]),

@@ -8,14 +8,15 @@ import pytest
 from edge_squeeze.cli import main
 from edge_squeeze.compression import (
     MAGIC,
-    compress_tensor,
     decompress_tensor,
     deep_compression_layers,
+    encode_shared,
     huffman_decode,
     huffman_encode,
     huffman_lengths,
     read_deep_compression,
     read_esqz,
+    share_weights,
 )
 from edge_squeeze.errors import EdgeSqueezeError
 
@@ -34,7 +35,7 @@ def test_huffman_round_trip_and_optimality():
 def test_sparse_tensor_round_trip_matches_pruning_and_sharing():
     rng = np.random.default_rng(1)
     weight = rng.normal(0, 0.1, (32, 16, 3, 3)).astype(np.float32)
-    entry, body = compress_tensor(weight, sparsity=0.6, bits=5, index_bits=4)
+    entry, body = encode_shared(share_weights(weight, sparsity=0.6, bits=5), index_bits=4)
     restored = decompress_tensor(entry, body)
     kept = restored != 0
     assert 0.38 < kept.mean() < 0.42
@@ -43,7 +44,7 @@ def test_sparse_tensor_round_trip_matches_pruning_and_sharing():
     # long runs of pruned weights are bridged by filler entries
     sparse = np.zeros((4, 64, 1, 1), np.float32)
     sparse[0, 0], sparse[3, 63] = 1.0, -1.0
-    e, b = compress_tensor(sparse, 0.0, 4, 4)
+    e, b = encode_shared(share_weights(sparse, 0.0, 4), 4)
     np.testing.assert_allclose(decompress_tensor(e, b), sparse, atol=1e-3)
 
 
