@@ -486,12 +486,17 @@ def fit_layer_bits(
     spec: PreprocessSpec,
     options: CompressOptions,
     max_bytes: int,
+    model: Any = None,
+    calibration: Optional[np.ndarray] = None,
+    progress: bool = False,
 ) -> CompressOptions:
-    """``options`` with per-layer bits lowered until the file fits in ``max_bytes``.
+    """``options`` with per-layer bits (at most each layer's own) that fit the file in ``max_bytes``.
 
-    Each step takes one bit from the layer where that bit saves the most bytes (on SqueezeNet that is
-    the final 1x1 conv first: 41 % of 1.1's weights). Sizes come from nearest-entry sharing, which
-    calibrated sharing matches to a fraction of a percent; :func:`write_esqz` checks the real size.
+    With calibration images (and the torch ``model``), the widths are the ones that least change the
+    model's outputs within the budget (:mod:`.bit_allocation`; measured, a few minutes on 2 cores).
+    Without, each step takes one bit from the layer where that bit saves the most bytes (on
+    SqueezeNet the final 1x1 conv first: 41 % of 1.1's weights); sizes come from nearest-entry
+    sharing. :func:`write_esqz` checks the real size.
     """
     arrays = {name: _as_array(v) for name, v in state.items()}
     convs = [name for name, a in arrays.items() if a.ndim == 4]
@@ -512,6 +517,26 @@ def fit_layer_bits(
         return len(_pack(config, labels, spec, options, entries, bodies))
 
     bits = {name: _layer_bits(name, options) for name in convs}
+    if calibration is not None and model is not None and file_size(bits) > max_bytes:
+        from .bit_allocation import allocate_bits, measure_sensitivity
+
+        costs = measure_sensitivity(
+            model,
+            calibration,
+            widths=lambda name: range(MIN_BITS, _layer_bits(name, options) + 1),
+            share=lambda name, w, h, b: share_weights(w, _layer_sparsity(name, options), b, h),
+            encoded_bytes=lambda shared: len(encode_shared(shared, options.index_bits)[1]),
+            progress=progress,
+        )
+        # biases and header: what the file holds besides the shared weights
+        budget = max_bytes - (file_size(bits) - sum(len(encode(n, b)[1]) for n, b in bits.items()))
+        bits = allocate_bits(costs, budget)
+        for _ in range(4):  # the measured sizes and the nearest-entry ones differ by a little
+            excess = file_size(bits) - max_bytes
+            if excess <= 0:
+                break
+            budget -= excess
+            bits = allocate_bits(costs, budget)
     while file_size(bits) > max_bytes:
         savings = [
             (len(encode(n, bits[n])[1]) - len(encode(n, bits[n] - 1)[1]), n)
@@ -552,11 +577,14 @@ def write_esqz(
 ) -> int:
     """Write an ``.esqz`` file atomically; returns its size in bytes (see :func:`compress_state_dict`).
 
-    With ``max_bytes``, bits are first lowered layer by layer to fit (:func:`fit_layer_bits`); a file
-    that still comes out larger is not written.
+    With ``max_bytes``, bits are first lowered layer by layer to fit (:func:`fit_layer_bits`, by
+    measured sensitivity when ``calibration`` is given); a file that still comes out larger is not
+    written.
     """
     if max_bytes is not None:
-        options = fit_layer_bits(state, config, labels, spec, options, max_bytes)
+        options = fit_layer_bits(
+            state, config, labels, spec, options, max_bytes, model, calibration, progress
+        )
     if calibration is not None:
         options = dataclasses.replace(options, calibration_images=len(calibration))
     entries, bodies = compress_state_dict(state, options, model, calibration, progress)

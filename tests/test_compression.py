@@ -195,6 +195,23 @@ def test_compensated_rounding_respects_the_pruning_mask():
     assert (codes[~keep] == 0).all() and (codes[keep] > 0).all()
 
 
+def test_float_output_target_undoes_upstream_error():
+    from edge_squeeze.calibrated_sharing import float_output_target
+
+    w, x_ref = _correlated_layer(seed=3)
+    # the compressed model feeds this layer distorted inputs: a linear mix of the float ones
+    rng = np.random.default_rng(4)
+    mix = np.eye(w.shape[1]) + 0.05 * rng.normal(size=(w.shape[1], w.shape[1]))
+    x = x_ref @ mix.T
+    h, c = x.T @ x / len(x), x_ref.T @ x / len(x)
+    target = float_output_target(w, h, c)
+    want = x_ref @ w.T
+    assert np.mean((x @ target.T - want) ** 2) < 0.05 * np.mean((x @ w.T - want) ** 2)
+    # where the inputs agree, the target is the weight itself
+    h_ref = x_ref.T @ x_ref / len(x_ref)
+    np.testing.assert_allclose(float_output_target(w, h_ref, h_ref), w, atol=1e-12)
+
+
 def test_calibrated_esqz_follows_the_float_model_closer(tiny_checkpoint, pattern_dataset, tmp_path):
     import torch
 
