@@ -47,17 +47,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shared", default=str(HERE.parent.parent / "shared"))
     parser.add_argument("--calib-count", type=int, default=128)
+    parser.add_argument(
+        "--arch",
+        choices=["squeezenet1_1", "squeezenet1_0"],
+        help="measure only this model; the other's rows are kept from results/compression.json",
+    )
     args = parser.parse_args()
     shared = Path(args.shared)
     samples = shared / "data" / "imagenet-samples"
     labels = load_labels(samples / "synset_words.txt")
     paths, truth_all = ground_truth(samples / "val", labels)
+    models = [
+        ("squeezenet1_1", shared / "weights" / "squeezenet1_1-imagenet.pth"),
+        ("squeezenet1_0", shared / "weights" / "deep-compression" / "compressed_SqueezeNet.net"),
+    ]
+    results = HERE / "results" / "compression.json"
+    kept = []
+    if args.arch:
+        models = [m for m in models if m[0] == args.arch]
+        kept = [r for r in json.loads(results.read_text()) if r["arch"] != args.arch]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for arch, weights in (
-            ("squeezenet1_1", shared / "weights" / "squeezenet1_1-imagenet.pth"),
-            ("squeezenet1_0", shared / "weights" / "deep-compression" / "compressed_SqueezeNet.net"),
-        ):
+        for arch, weights in models:
             bundle = load_model(weights, arch=arch, labels=labels)
             inputs, truth = load_eval_set(paths, truth_all, bundle.preprocess)
             base = top1(bundle.model, inputs, truth)
@@ -139,8 +150,9 @@ def main() -> None:
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
+    rows = sorted(kept + rows, key=lambda r: ["squeezenet1_1", "squeezenet1_0"].index(r["arch"]))
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "compression.json").write_text(json.dumps(rows, indent=2))
+    results.write_text(json.dumps(rows, indent=2))
     lines = [
         "| arch | file | sparsity | bits | bytes | top-1 | top-5 | top-1 drop | <= 500,000 B within 2 pt |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
