@@ -351,7 +351,7 @@ def test_calibrated_sharing_keeps_pruned_weights_pruned(tiny_checkpoint, pattern
     bundle = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
     model = bundle.model
     with torch.no_grad():  # a pruned file's zeros, as in the paper's SqueezeNet 1.0
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 4:
                 p[torch.rand_like(p) < 0.6] = 0.0
     zeros = {n: (p == 0).clone() for n, p in model.named_parameters() if p.ndim == 4}
