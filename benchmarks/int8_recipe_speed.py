@@ -21,6 +21,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -45,8 +46,9 @@ class _Reader:
         return next(self._items, None)
 
 
-def plain_recipe(fp32_path: Path, calib: np.ndarray, out: Path) -> None:
-    """quantize_static as the issue describes it: defaults, uint8 activations, reduce_range."""
+def plain_recipe(fp32_path: Path, calib: np.ndarray, metadata: Any, out: Path) -> None:
+    """quantize_static as the issue describes it: defaults, uint8 activations, reduce_range; with
+    the fp32 model's labels and preprocessing (``metadata``) so Classifier can load it."""
     model = onnx.load(str(fp32_path))
     oq.quantize_static(
         str(fp32_path),
@@ -57,6 +59,9 @@ def plain_recipe(fp32_path: Path, calib: np.ndarray, out: Path) -> None:
         weight_type=oq.QuantType.QInt8,
         reduce_range=True,
     )
+    quantized = onnx.load(str(out))
+    set_metadata(quantized, metadata)
+    onnx.save(quantized, str(out))
 
 
 def main() -> None:
@@ -76,10 +81,8 @@ def main() -> None:
     inputs, truth = load_eval_set(paths, truth, spec)
     with tempfile.TemporaryDirectory() as tmp:
         plain_path = Path(tmp) / "plain.int8.onnx"
-        plain_recipe(models / "model.onnx", calib, plain_path)
-        model = onnx.load(str(plain_path))  # the fp32 model's labels and preprocessing, for Classifier
-        set_metadata(model, dataclasses.replace(fp32.metadata, precision="int8"))
-        onnx.save(model, str(plain_path))
+        int8_metadata = dataclasses.replace(fp32.metadata, precision="int8")
+        plain_recipe(models / "model.onnx", calib, int8_metadata, plain_path)
         clfs = {
             "ORT fp32": fp32,
             "issue's plain recipe": Classifier(plain_path, backend="onnxruntime", threads=args.threads),

@@ -49,16 +49,18 @@ def paired_input_statistics(
     conv: Any, inputs: Sequence[Any], reference_inputs: Sequence[Any]
 ) -> Tuple[np.ndarray, np.ndarray]:
     """H = E[x xᵀ] and C = E[x_ref xᵀ], x the patches the compressed model feeds the layer and x_ref
-    the ones the float model feeds it on the same images."""
+    the ones the float model feeds it on the same images (C is H when both are the same inputs)."""
     torch = require("torch", "calibrated weight sharing")
     d = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    same = inputs is reference_inputs
     h = torch.zeros(d, d, dtype=torch.float64)
-    c = torch.zeros(d, d, dtype=torch.float64)
+    c = h if same else torch.zeros(d, d, dtype=torch.float64)
     n = 0
     for x, x_ref in zip(inputs, reference_inputs):
         cols = _unfold(conv, x)
         h += cols.T @ cols
-        c += (cols if x_ref is x else _unfold(conv, x_ref)).T @ cols
+        if not same:
+            c += _unfold(conv, x_ref).T @ cols
         n += cols.shape[0]
     n = max(n, 1)
     return (h / n).numpy(), (c / n).numpy()
