@@ -1,14 +1,17 @@
 """Bits per layer for a size budget, chosen by what each layer's bits cost the model's outputs.
 
-Each conv layer is shared alone (calibrated, :mod:`.calibrated_sharing`) at every candidate width,
+Each conv layer is shared alone (calibrated, :mod:`.calibrated_sharing`) on every candidate grid
+(a k-means codebook of some width, or a uniform grid of some step),
 with the rest of the model in float, and the calibration images measure two things: the layer's
 bytes at that width and the mean KL divergence of the model's class probabilities from the float
 model's. Summed divergence stands in for the whole model's (the HAWQ-style additive assumption), and
-the widths that minimise it within the byte budget are a multiple-choice knapsack, solved exactly by
+the grids that minimise it within the byte budget are a multiple-choice knapsack, solved exactly by
 dynamic programming (:func:`allocate_bits`).
 
-On SqueezeNet 1.1 this gives the 3x3 expands of the late Fires 3 bits and the first layers 5-6,
-where a bytes-only rule takes bits from the final conv first. Needs torch for the measurement;
+On SqueezeNet 1.1 at 500 kB this puts the large layers (3x3 expands, the final conv) on uniform
+grids of 9-25 values and the small ones on 5-6 bit k-means or fine uniform grids, where a bytes-only
+rule takes bits from the final conv first. Needs
+torch for the measurement;
 :func:`allocate_bits` is plain Python.
 """
 
@@ -26,13 +29,13 @@ from .errors import EdgeSqueezeError, require
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
     layer: str  # the weight's state-dict name
-    bits: int
+    grid: Any  # how it was shared (for edge-squeeze, a compression.Grid); opaque here
     bytes: int
     divergence: float  # mean KL(float model || this layer alone shared) on calibration images
 
 
-def allocate_bits(costs: Sequence[LayerCost], budget: int, granularity: int = 64) -> Dict[str, int]:
-    """The width per layer that minimises summed divergence with summed bytes <= ``budget``.
+def allocate_bits(costs: Sequence[LayerCost], budget: int, granularity: int = 64) -> Dict[str, LayerCost]:
+    """The candidate per layer that minimises summed divergence with summed bytes <= ``budget``.
 
     Exact over byte sizes rounded up to ``granularity`` (so the result never exceeds the budget).
     """
@@ -65,11 +68,11 @@ def allocate_bits(costs: Sequence[LayerCost], budget: int, granularity: int = 64
             f"the weights need at least {smallest:,} bytes at the lowest width; "
             f"the budget leaves {budget:,}: raise --max-bytes or add --sparsity"
         )
-    chosen: Dict[str, int] = {}
+    chosen: Dict[str, LayerCost] = {}
     units = capacity
     for (layer, options), pick in zip(reversed(list(by_layer.items())), reversed(picks)):
         cost = options[int(pick[units])]
-        chosen[layer] = cost.bits
+        chosen[layer] = cost
         units -= math.ceil(cost.bytes / granularity)
     return {layer: chosen[layer] for layer in by_layer}
 
@@ -89,15 +92,15 @@ def _suffix(model: Any, layer: str) -> Callable[[Any], Any]:
 def measure_sensitivity(
     model: Any,
     images: np.ndarray,
-    widths: Callable[[str], Sequence[int]],
-    share: Callable[[str, np.ndarray, np.ndarray, int], Any],
+    grids: Callable[[str], Sequence[Any]],
+    share: Callable[[str, np.ndarray, np.ndarray, Any], Any],
     encoded_bytes: Callable[[Any], int],
     batch: int = 64,
     progress: bool = False,
 ) -> List[LayerCost]:
-    """Bytes and output divergence of every conv weight shared alone at each of ``widths(name)``.
+    """Bytes and output divergence of every conv weight shared alone on each of ``grids(name)``.
 
-    ``share(name, weight, hessian, bits)`` returns the shared weights (with ``.weight()``), and
+    ``share(name, weight, hessian, grid)`` returns the shared weights (with ``.weight()``), and
     ``encoded_bytes`` their encoded size. The model is left as it was.
     """
     torch = require("torch", "bit allocation")
@@ -124,8 +127,8 @@ def measure_sensitivity(
         weight = conv.weight.detach().cpu().numpy().copy()
         name = f"{layer}.weight"
         try:
-            for bits in widths(name):
-                shared = share(name, weight, h, bits)
+            for grid in grids(name):
+                shared = share(name, weight, h, grid)
                 new = shared.weight()
                 with torch.no_grad():
                     conv.weight.copy_(torch.from_numpy(new))
@@ -134,7 +137,7 @@ def measure_sensitivity(
                         for x, ref in zip(block_inputs, reference)
                     ) / len(images)
                 # float32 rounding can leave a hair below zero when nothing changed
-                costs.append(LayerCost(name, bits, encoded_bytes(shared), max(divergence, 0.0)))
+                costs.append(LayerCost(name, grid, encoded_bytes(shared), max(divergence, 0.0)))
         finally:
             with torch.no_grad():
                 conv.weight.copy_(torch.from_numpy(weight))

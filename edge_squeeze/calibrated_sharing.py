@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,25 +89,33 @@ def inverse_hessian_factor(h: np.ndarray) -> np.ndarray:
 
 
 def round_with_compensation(
-    rows: np.ndarray, keep: np.ndarray, codebook: np.ndarray, hessian: np.ndarray
+    rows: np.ndarray,
+    keep: np.ndarray,
+    codebook: np.ndarray,
+    hessian: np.ndarray,
+    usable: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Codes (indices into ``codebook``) for ``rows`` (out, d), column by column with OBS updates.
 
     ``keep`` marks the weights that survive pruning; the others are rounded to zero (code 0, which
-    must be the codebook's 0.0) and their error is compensated like any other. Columns go in order
-    of decreasing H diagonal (GPTQ's "act order"): the inputs that matter most are rounded first,
-    while the most weights are left to absorb their error.
+    must be the codebook's 0.0) and their error is compensated like any other. Kept weights take the
+    nearest of the ``usable`` codes (default: every entry but 0; a uniform grid includes 0). Columns
+    go in order of decreasing H diagonal (GPTQ's "act order"): the inputs that matter most are
+    rounded first, while the most weights are left to absorb their error.
     """
+    if usable is None:
+        usable = np.arange(1, len(codebook))
+    usable = usable[np.argsort(codebook[usable], kind="stable")]
+    values = codebook[usable]
+    bounds = (values[1:] + values[:-1]) / 2
     order = np.argsort(-np.diag(hessian), kind="stable")
     hinv = inverse_hessian_factor(hessian[np.ix_(order, order)])
     w = rows[:, order].astype(np.float64)
     kept = keep[:, order]
     codes = np.zeros(w.shape, np.int64)
-    bounds = (codebook[2:] + codebook[1:-1]) / 2  # between the non-zero entries 1..k
     for j in range(w.shape[1]):
         col = w[:, j]
-        nearest = 1 + np.searchsorted(bounds, col)
-        c = np.where(kept[:, j], nearest, 0)
+        c = np.where(kept[:, j], usable[np.searchsorted(bounds, col)], 0)
         codes[:, j] = c
         err = (col - codebook[c]) / hinv[j, j]
         if j + 1 < w.shape[1]:

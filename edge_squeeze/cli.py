@@ -572,9 +572,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-bytes",
         type=int,
-        help="size budget in bytes. With --calib: the bits per layer (at most --bits) that least change "
-        "the outputs on the calibration images, measured layer by layer (minutes); without: lower the "
-        "bits where a bit saves most bytes until the file fits",
+        help="size budget in bytes. With --calib: the grid per layer (k-means of at most --bits bits, or "
+        "a uniform grid that fits that codebook) that least changes the outputs on the calibration "
+        "images, measured layer by layer (minutes); without: lower the bits where a bit saves most "
+        "bytes until the file fits",
     )
     p.add_argument("--out", required=True, help="output .esqz file")
 

@@ -23,13 +23,19 @@ preprocessing spec, not special cases anywhere else.
 
 Huffman tables are stored as canonical code lengths (one byte per symbol), in the header JSON.
 Magnitude pruning is per layer, k-means weight sharing (linear initialisation, as in the paper) has a
-codebook per layer, and nothing is retrained. Given calibration images, each weight's code is chosen
+codebook per layer, and nothing is retrained. A layer may instead be shared on a uniform grid
+(0, ±1/L, ..., ±1 channel maxima): the same format, its codebook being that grid and its zeros
+coded as gaps (entropy-coded scalar quantization). Its step sizes give ``--max-bytes`` finer
+choices than powers of two; on SqueezeNet 1.1's large late layers it measured less output error per
+byte than k-means, on small or synthetic layers about the same, so ``--max-bytes`` measures both.
+Given calibration images, each weight's code is chosen
 to keep its layer's outputs rather than the weight itself (:mod:`.calibrated_sharing`); the file
 format is the same.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import heapq
 import io
@@ -236,6 +242,27 @@ def kmeans_1d(values: np.ndarray, k: int, iterations: int = 20) -> Tuple[np.ndar
 
 
 @dataclasses.dataclass(frozen=True)
+class Grid:
+    """How one layer's weights are shared: a k-means codebook of ``2**bits - 1`` entries, or, with
+    ``levels``, the uniform grid 0, ±1/levels, ..., ±1 (in channel maxima) of ``2 * levels + 1``
+    values, ``bits`` then being the codebook width those values need."""
+
+    bits: int
+    levels: Optional[int] = None
+
+    @classmethod
+    def uniform(cls, levels: int) -> Grid:
+        return cls(int(np.ceil(np.log2(2 * levels + 1))), levels)
+
+    def __str__(self) -> str:
+        return f"{self.bits} bits" if self.levels is None else f"uniform {2 * self.levels + 1}"
+
+
+# uniform grids --max-bytes tries with calibration (2L + 1 values), besides k-means of 2..--bits bits
+UNIFORM_LEVELS = (2, 3, 4, 6, 8, 12, 16, 24)
+
+
+@dataclasses.dataclass(frozen=True)
 class CompressOptions:
     sparsity: float = 0.0  # share of weights pruned per layer (by magnitude)
     bits: int = 8  # codebook size 2**bits (code 0 is reserved for the pruned zero)
@@ -244,15 +271,25 @@ class CompressOptions:
     dense_layer_sparsity: float = 0.1
     # (state-dict prefix, bits) overriding ``bits`` for those layers, e.g. (("classifier", 4),)
     layer_bits: Tuple[Tuple[str, int], ...] = ()
+    # (state-dict prefix, L): these layers use the uniform grid of 2L + 1 values (see Grid) instead
+    layer_levels: Tuple[Tuple[str, int], ...] = ()
     # images the codes were chosen on (calibrated sharing, see calibrated_sharing); 0: nearest entry
     calibration_images: int = 0
 
 
-def _layer_bits(name: str, options: CompressOptions) -> int:
-    for prefix, bits in options.layer_bits:
+def _for_layer(name: str, pairs: Tuple[Tuple[str, int], ...]) -> Optional[int]:
+    for prefix, value in pairs:
         if name == prefix or name.startswith(prefix + "."):
-            return bits
-    return options.bits
+            return value
+    return None
+
+
+def _layer_grid(name: str, options: CompressOptions) -> Grid:
+    levels = _for_layer(name, options.layer_levels)
+    if levels is not None:
+        return Grid.uniform(levels)
+    bits = _for_layer(name, options.layer_bits)
+    return Grid(options.bits if bits is None else bits)
 
 
 def _layer_sparsity(name: str, options: CompressOptions) -> float:
@@ -278,9 +315,14 @@ class SharedWeights:
 
 
 def share_weights(
-    weight: np.ndarray, sparsity: float, bits: int, hessian: Optional[np.ndarray] = None
+    weight: np.ndarray,
+    sparsity: float,
+    bits: int,
+    hessian: Optional[np.ndarray] = None,
+    levels: Optional[int] = None,
 ) -> SharedWeights:
-    """Prune by magnitude, fit a per-layer codebook (k-means) and pick each weight's code.
+    """Prune by magnitude, fit a per-layer codebook (k-means; with ``levels``, the uniform grid of
+    :class:`Grid`, ``bits`` then being ignored) and pick each weight's code.
 
     Each output channel is divided by its float16 absolute maximum first, so one codebook serves
     channels of very different ranges (one shared per-layer codebook cost SqueezeNet 1.1 far more
@@ -300,17 +342,33 @@ def share_weights(
         saliency = np.abs(scaled) if hessian is None else scaled**2 * np.diag(hessian)[None, :]
         threshold = np.quantile(saliency, sparsity)
         keep &= saliency > threshold
-    k = 2**bits - 1  # code 0 is the zero used by pruned positions and fillers
-    centroids, assign = kmeans_1d(scaled[keep], k)
-    codebook = np.concatenate([[0.0], centroids]).astype(np.float32)
-    if hessian is None:
-        codes = np.zeros(rows.shape, np.int64)
-        codes[keep] = assign + 1
+    usable: Optional[np.ndarray] = None  # codes a kept weight may take; default all but 0
+    if levels is not None:
+        bits = Grid.uniform(levels).bits
+        steps = np.concatenate([np.arange(-levels, 0), np.arange(1, levels + 1)]) / levels
+        codebook = np.zeros(2**bits, np.float32)  # entries past the grid are never used
+        codebook[1 : 2 * levels + 1] = steps
+        usable = np.arange(2 * levels + 1)  # 0 included: a kept weight may round to zero
     else:
+        k = 2**bits - 1  # code 0 is the zero used by pruned positions and fillers
+        centroids, assign = kmeans_1d(scaled[keep], k)
+        codebook = np.concatenate([[0.0], centroids]).astype(np.float32)
+    if hessian is not None:
         from .calibrated_sharing import round_with_compensation
 
-        codes = round_with_compensation(scaled, keep, codebook.astype(np.float64), hessian)
+        codes = round_with_compensation(scaled, keep, codebook.astype(np.float64), hessian, usable)
+    elif levels is not None:
+        codes = np.where(keep, _nearest_code(scaled, codebook, usable), 0)
+    else:
+        codes = np.zeros(rows.shape, np.int64)
+        codes[keep] = assign + 1
     return SharedWeights(tuple(weight.shape), codebook, scales, codes, bits)
+
+
+def _nearest_code(values: np.ndarray, codebook: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    usable = usable[np.argsort(codebook[usable], kind="stable")]
+    entries = codebook[usable]
+    return usable[np.searchsorted((entries[1:] + entries[:-1]) / 2, values)]
 
 
 def encode_shared(shared: SharedWeights, index_bits: int) -> Tuple[Dict[str, Any], bytes]:
@@ -389,6 +447,12 @@ def decompress_tensor(entry: Dict[str, Any], body: bytes) -> np.ndarray:
     return (flat.reshape(shape[0], -1) * scales[:, None]).reshape(shape)
 
 
+def _share(
+    name: str, weight: np.ndarray, options: CompressOptions, grid: Grid, hessian: Optional[np.ndarray] = None
+) -> SharedWeights:
+    return share_weights(weight, _layer_sparsity(name, options), grid.bits, hessian, grid.levels)
+
+
 def compress_state_dict(
     state: Dict[str, Any],
     options: CompressOptions,
@@ -411,9 +475,7 @@ def compress_state_dict(
 
         def round_layer(layer: str, weight: np.ndarray, hessian: np.ndarray) -> np.ndarray:
             name = f"{layer}.weight"
-            shared[name] = share_weights(
-                weight, _layer_sparsity(name, options), _layer_bits(name, options), hessian
-            )
+            shared[name] = _share(name, weight, options, _layer_grid(name, options), hessian)
             return shared[name].weight()
 
         share_sequentially(model, calibration, round_layer, progress=progress)
@@ -422,9 +484,7 @@ def compress_state_dict(
     for name, value in state.items():
         arr = _as_array(value)
         if arr.ndim == 4:
-            weights = shared.get(name) or share_weights(
-                arr, _layer_sparsity(name, options), _layer_bits(name, options)
-            )
+            weights = shared.get(name) or _share(name, arr, options, _layer_grid(name, options))
             entry, body = encode_shared(weights, options.index_bits)
         else:
             entry, body = _dense(arr)
@@ -479,6 +539,40 @@ def _pack(
 MIN_BITS = 2
 
 
+def candidate_grids(name: str, options: CompressOptions) -> List[Grid]:
+    """What ``--max-bytes`` with calibration tries for a layer: k-means of 2 to its own bits, and the
+    uniform grids that fit in a codebook of its own bits."""
+    top = _layer_grid(name, options).bits
+    return [Grid(b) for b in range(MIN_BITS, top + 1)] + [
+        Grid.uniform(n) for n in UNIFORM_LEVELS if Grid.uniform(n).bits <= top
+    ]
+
+
+def measure_layer_costs(
+    model: Any, calibration: np.ndarray, options: CompressOptions, progress: bool = False
+) -> List[Any]:
+    """Bytes and output divergence of each conv layer on each of its :func:`candidate_grids`
+    (:func:`.bit_allocation.measure_sensitivity`; ~10 minutes for SqueezeNet 1.1 on 2 cores)."""
+    from .bit_allocation import measure_sensitivity
+
+    return measure_sensitivity(
+        model,
+        calibration,
+        grids=lambda name: candidate_grids(name, options),
+        share=lambda name, w, h, grid: _share(name, w, options, grid, h),
+        encoded_bytes=lambda shared: len(encode_shared(shared, options.index_bits)[1]),
+        progress=progress,
+    )
+
+
+def _smaller(grid: Grid) -> Optional[Grid]:
+    """The next cheaper grid of the same kind, for the bytes-only fit."""
+    if grid.levels is None:
+        return Grid(grid.bits - 1) if grid.bits > MIN_BITS else None
+    fewer = [n for n in UNIFORM_LEVELS if n < grid.levels]
+    return Grid.uniform(fewer[-1]) if fewer else None
+
+
 def fit_layer_bits(
     state: Dict[str, Any],
     config: Dict[str, Any],
@@ -486,81 +580,72 @@ def fit_layer_bits(
     spec: PreprocessSpec,
     options: CompressOptions,
     max_bytes: int,
-    model: Any = None,
-    calibration: Optional[np.ndarray] = None,
-    progress: bool = False,
+    costs: Optional[List[Any]] = None,
 ) -> CompressOptions:
-    """``options`` with per-layer bits (at most each layer's own) that fit the file in ``max_bytes``.
+    """``options`` with a grid per layer (at most each layer's own bits) that fits the file in
+    ``max_bytes``.
 
-    With calibration images (and the torch ``model``), the widths are the ones that least change the
-    model's outputs within the budget (:mod:`.bit_allocation`; measured, a few minutes on 2 cores).
+    With ``costs`` (:func:`measure_layer_costs`), the grids are the ones that least change the
+    model's outputs within the budget (:mod:`.bit_allocation`); the calibrated codes' sizes come from
+    that measurement, so :func:`write_esqz` checks the real file and tightens the budget if needed.
     Without, each step takes one bit from the layer where that bit saves the most bytes (on
-    SqueezeNet the final 1x1 conv first: 41 % of 1.1's weights); sizes come from nearest-entry
-    sharing. :func:`write_esqz` checks the real size.
+    SqueezeNet the final 1x1 conv first: 41 % of 1.1's weights), with sizes from nearest-entry
+    sharing, which is exact for uncalibrated files.
     """
     arrays = {name: _as_array(v) for name, v in state.items()}
     convs = [name for name, a in arrays.items() if a.ndim == 4]
-    encoded: Dict[Tuple[str, int], Tuple[Dict[str, Any], bytes]] = {}
+    encoded: Dict[Tuple[str, Grid], Tuple[Dict[str, Any], bytes]] = {}
 
-    def encode(name: str, bits: int) -> Tuple[Dict[str, Any], bytes]:
-        if (name, bits) not in encoded:
-            shared = share_weights(arrays[name], _layer_sparsity(name, options), bits)
-            encoded[name, bits] = encode_shared(shared, options.index_bits)
-        return encoded[name, bits]
+    def encode(name: str, grid: Grid) -> Tuple[Dict[str, Any], bytes]:
+        if (name, grid) not in encoded:
+            encoded[name, grid] = encode_shared(_share(name, arrays[name], options, grid), options.index_bits)
+        return encoded[name, grid]
 
-    def file_size(bits: Dict[str, int]) -> int:
+    def file_size(grids: Dict[str, Grid]) -> int:
         entries, bodies = [], []
         for name, a in arrays.items():
-            entry, body = encode(name, bits[name]) if name in bits else _dense(a)
+            entry, body = encode(name, grids[name]) if name in grids else _dense(a)
             entries.append({**entry, "name": name, "bytes": len(body)})
             bodies.append(body)
         return len(_pack(config, labels, spec, options, entries, bodies))
 
-    bits = {name: _layer_bits(name, options) for name in convs}
-    if calibration is not None and model is not None and file_size(bits) > max_bytes:
-        from .bit_allocation import allocate_bits, measure_sensitivity
+    grids = {name: _layer_grid(name, options) for name in convs}
+    if costs is not None and file_size(grids) > max_bytes:
+        from .bit_allocation import allocate_bits
 
-        costs = measure_sensitivity(
-            model,
-            calibration,
-            widths=lambda name: range(MIN_BITS, _layer_bits(name, options) + 1),
-            share=lambda name, w, h, b: share_weights(w, _layer_sparsity(name, options), b, h),
-            encoded_bytes=lambda shared: len(encode_shared(shared, options.index_bits)[1]),
-            progress=progress,
-        )
         # biases and header: what the file holds besides the shared weights
-        budget = max_bytes - (file_size(bits) - sum(len(encode(n, b)[1]) for n, b in bits.items()))
-        bits = allocate_bits(costs, budget)
-        for _ in range(4):  # the measured sizes and the nearest-entry ones differ by a little
-            excess = file_size(bits) - max_bytes
-            if excess <= 0:
-                break
-            budget -= excess
-            bits = allocate_bits(costs, budget)
-    while file_size(bits) > max_bytes:
-        savings = [
-            (len(encode(n, bits[n])[1]) - len(encode(n, bits[n] - 1)[1]), n)
-            for n in convs
-            if bits[n] > MIN_BITS
-        ]
-        if not savings:
-            raise EdgeSqueezeError(
-                f"cannot fit the model in {max_bytes:,} bytes even at {MIN_BITS} bits a layer; "
-                "raise --max-bytes or add --sparsity"
-            )
-        bits[max(savings)[1]] -= 1
+        budget = max_bytes - (file_size(grids) - sum(len(encode(n, g)[1]) for n, g in grids.items()))
+        grids = {name: cost.grid for name, cost in allocate_bits(costs, budget).items()}
+    else:
+        while file_size(grids) > max_bytes:
+            savings = [
+                (len(encode(n, g)[1]) - len(encode(n, smaller)[1]), n, smaller)
+                for n, g in grids.items()
+                for smaller in [_smaller(g)]
+                if smaller is not None
+            ]
+            if not savings:
+                raise EdgeSqueezeError(
+                    f"cannot fit the model in {max_bytes:,} bytes even at {MIN_BITS} bits a layer; "
+                    "raise --max-bytes or add --sparsity"
+                )
+            _, name, smaller = max(savings)
+            grids[name] = smaller
+
+    def prefix(name: str) -> str:
+        return name[: -len(".weight")] if name.endswith(".weight") else name
+
     layer_bits = tuple(
-        (name[: -len(".weight")] if name.endswith(".weight") else name, b)
-        for name, b in bits.items()
-        if b != options.bits
+        (prefix(n), g.bits) for n, g in grids.items() if g.levels is None and g.bits != options.bits
     )
+    layer_levels = tuple((prefix(n), g.levels) for n, g in grids.items() if g.levels is not None)
     log.info(
-        "to fit %s bytes: %d bits, %s",
+        "to fit %s bytes: %s",
         f"{max_bytes:,}",
-        options.bits,
-        ", ".join(f"{n} {b}" for n, b in layer_bits) or "no layer lowered",
+        ", ".join(f"{prefix(n)} {g}" for n, g in grids.items() if g != Grid(options.bits))
+        or f"{options.bits} bits, no layer lowered",
     )
-    return dataclasses.replace(options, layer_bits=layer_bits)
+    return dataclasses.replace(options, layer_bits=layer_bits, layer_levels=layer_levels)
 
 
 def write_esqz(
@@ -577,18 +662,31 @@ def write_esqz(
 ) -> int:
     """Write an ``.esqz`` file atomically; returns its size in bytes (see :func:`compress_state_dict`).
 
-    With ``max_bytes``, bits are first lowered layer by layer to fit (:func:`fit_layer_bits`, by
-    measured sensitivity when ``calibration`` is given); a file that still comes out larger is not
-    written.
+    With ``max_bytes``, grids are first chosen layer by layer to fit (:func:`fit_layer_bits`, by
+    measured sensitivity when ``calibration`` is given). Calibrated codes compress a little
+    differently from the per-layer measurement, so an over-budget result is redone (up to twice)
+    on a budget tightened by the excess; a file that still comes out larger is not written.
     """
-    if max_bytes is not None:
-        options = fit_layer_bits(
-            state, config, labels, spec, options, max_bytes, model, calibration, progress
-        )
     if calibration is not None:
         options = dataclasses.replace(options, calibration_images=len(calibration))
-    entries, bodies = compress_state_dict(state, options, model, calibration, progress)
-    data = _pack(config, labels, spec, options, entries, bodies)
+        if model is None:
+            raise EdgeSqueezeError("calibrated sharing needs the torch model that holds the weights")
+    costs = None
+    if max_bytes is not None and calibration is not None:
+        costs = measure_layer_costs(model, calibration, options, progress)
+    original = copy.deepcopy(model.state_dict()) if costs is not None else None
+    budget = max_bytes
+    for attempt in range(3):
+        fitted = (
+            options if budget is None else fit_layer_bits(state, config, labels, spec, options, budget, costs)
+        )
+        entries, bodies = compress_state_dict(state, fitted, model, calibration, progress)
+        data = _pack(config, labels, spec, fitted, entries, bodies)
+        if budget is None or max_bytes is None or original is None or len(data) <= max_bytes or attempt == 2:
+            break
+        log.info("calibrated file is %s bytes, over budget: refitting", f"{len(data):,}")
+        budget -= len(data) - max_bytes
+        model.load_state_dict(original)
     if max_bytes is not None and len(data) > max_bytes:
         raise EdgeSqueezeError(
             f"the compressed model is {len(data):,} bytes, over --max-bytes {max_bytes:,}; "

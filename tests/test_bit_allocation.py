@@ -23,11 +23,11 @@ def _random_costs(seed: int, layers: int = 5):
 @pytest.mark.parametrize("seed", range(4))
 def test_allocation_is_the_best_within_the_budget(seed):
     costs = _random_costs(seed)
-    table = {(c.layer, c.bits): c for c in costs}
+    table = {(c.layer, c.grid): c for c in costs}
     layers = list(dict.fromkeys(c.layer for c in costs))
     total_at = {bits: sum(table[layer, bits].bytes for layer in layers) for bits in range(2, 7)}
     budget = (total_at[3] + total_at[5]) // 2
-    chosen = allocate_bits(costs, budget, granularity=1)
+    chosen = {layer: c.grid for layer, c in allocate_bits(costs, budget, granularity=1).items()}
     assert list(chosen) == layers
     assert sum(table[layer, b].bytes for layer, b in chosen.items()) <= budget
     best = min(
@@ -39,7 +39,7 @@ def test_allocation_is_the_best_within_the_budget(seed):
     assert got == pytest.approx(best[0])
     # coarser byte units never overshoot the budget
     coarse = allocate_bits(costs, budget, granularity=64)
-    assert sum(table[layer, b].bytes for layer, b in coarse.items()) <= budget
+    assert sum(c.bytes for c in coarse.values()) <= budget
 
 
 def test_allocation_that_cannot_fit_says_how_much_it_needs():
@@ -63,7 +63,7 @@ def test_sensitivity_is_measured_without_changing_the_model(tiny_checkpoint, pat
     costs = measure_sensitivity(
         model,
         images,
-        widths=lambda name: (2, 6),
+        grids=lambda name: (2, 6),
         share=lambda name, w, h, b: share_weights(w, 0.0, b, h),
         encoded_bytes=lambda shared: len(encode_shared(shared, 4)[1]),
     )
@@ -71,7 +71,7 @@ def test_sensitivity_is_measured_without_changing_the_model(tiny_checkpoint, pat
         assert torch.equal(v, before[k]), k
     convs = [k for k, v in before.items() if v.ndim == 4]
     assert [c.layer for c in costs] == [name for name in convs for _ in (2, 6)]
-    by = {(c.layer, c.bits): c for c in costs}
+    by = {(c.layer, c.grid): c for c in costs}
     for name in convs:
         assert by[name, 2].bytes < by[name, 6].bytes
         assert by[name, 6].divergence >= 0
@@ -103,5 +103,9 @@ def test_calibrated_fit_uses_measured_sensitivity_and_fits(tiny_checkpoint, patt
         max_bytes=budget,
     )
     assert size <= budget
-    layer_bits = dict(read_esqz(tmp_path / "fit.esqz").compression["layer_bits"])
-    assert layer_bits and all(2 <= v < 4 for v in layer_bits.values())
+    compression = read_esqz(tmp_path / "fit.esqz").compression
+    layer_bits, layer_levels = dict(compression["layer_bits"]), dict(compression["layer_levels"])
+    assert layer_bits or layer_levels
+    assert all(2 <= v < 4 for v in layer_bits.values())
+    # uniform grids that fit a 4-bit codebook: at most 15 values
+    assert all(2 * v + 1 <= 15 for v in layer_levels.values())

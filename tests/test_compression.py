@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import logging
 import struct
 
 import numpy as np
@@ -360,3 +362,55 @@ def test_calibrated_sharing_keeps_pruned_weights_pruned(tiny_checkpoint, pattern
     for name, p in model.named_parameters():
         if name in zeros:
             assert bool((p[zeros[name]] == 0).all()), name
+
+
+# --- uniform grids ------------------------------------------------------------------------------
+
+
+def test_uniform_grid_shares_on_steps_of_the_channel_maximum():
+    from edge_squeeze.compression import Grid, decompress_tensor
+
+    rng = np.random.default_rng(5)
+    weight = rng.laplace(0, 0.05, (12, 8, 3, 3)).astype(np.float32)
+    shared = share_weights(weight, 0.0, bits=8, levels=3)  # bits is the grid's, not the argument
+    assert shared.bits == Grid.uniform(3).bits == 3 and str(Grid.uniform(3)) == "uniform 7"
+    assert shared.codes.min() >= 0 and shared.codes.max() <= 6 and (shared.codes == 0).any()
+    scale = shared.scales.astype(np.float32)[:, None, None, None]
+    steps = shared.weight() / scale * 3
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)
+    # nearest step: error at most half a step of each channel's maximum
+    assert (np.abs(shared.weight() - weight) <= scale / 6 + 1e-3).all()
+    entry, body = encode_shared(shared, 4)
+    np.testing.assert_array_equal(decompress_tensor(entry, body), shared.weight())
+
+
+def test_calibrated_budget_is_refitted_when_the_first_file_overshoots(
+    tiny_checkpoint, pattern_dataset, tmp_path, monkeypatch, caplog
+):
+    pytest.importorskip("torch")
+    from edge_squeeze import compression
+    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
+    from edge_squeeze.weights import load_model
+
+    measure = compression.measure_layer_costs
+
+    def understated(*args, **kwargs):  # a measurement that promises fewer bytes than the codes take
+        return [dataclasses.replace(c, bytes=int(c.bytes * 0.7)) for c in measure(*args, **kwargs)]
+
+    monkeypatch.setattr(compression, "measure_layer_costs", understated)
+    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 8), b.preprocess).data
+    args = (b.config.to_dict(), b.labels, b.preprocess, compression.CompressOptions(bits=4))
+    full = compression.write_esqz(tmp_path / "full.esqz", b.model.state_dict(), *args)
+    budget = int(full * 0.8)
+    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    with caplog.at_level(logging.INFO, logger="edge_squeeze"):
+        size = compression.write_esqz(
+            tmp_path / "fit.esqz",
+            b.model.state_dict(),
+            *args,
+            model=b.model,
+            calibration=images,
+            max_bytes=budget,
+        )
+    assert "refitting" in caplog.text and size <= budget
