@@ -44,7 +44,7 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -357,7 +357,7 @@ def share_weights(
         from .calibrated_sharing import round_with_compensation
 
         codes = round_with_compensation(scaled, keep, codebook.astype(np.float64), hessian, usable)
-    elif levels is not None:
+    elif usable is not None:  # a uniform grid, nearest value
         codes = np.where(keep, _nearest_code(scaled, codebook, usable), 0)
     else:
         codes = np.zeros(rows.shape, np.int64)
@@ -580,12 +580,13 @@ def fit_layer_bits(
     spec: PreprocessSpec,
     options: CompressOptions,
     max_bytes: int,
-    costs: Optional[List[Any]] = None,
+    costs: Optional[Callable[[], List[Any]]] = None,
 ) -> CompressOptions:
     """``options`` with a grid per layer (at most each layer's own bits) that fits the file in
     ``max_bytes``.
 
-    With ``costs`` (:func:`measure_layer_costs`), the grids are the ones that least change the
+    With ``costs`` (returning :func:`measure_layer_costs`; called only if the file does not fit at
+    every layer's own bits, as the measurement takes minutes), the grids are the ones that least change the
     model's outputs within the budget (:mod:`.bit_allocation`); the calibrated codes' sizes come from
     that measurement, so :func:`write_esqz` checks the real file and tightens the budget if needed.
     Without, each step takes one bit from the layer where that bit saves the most bytes (on
@@ -615,7 +616,7 @@ def fit_layer_bits(
 
         # biases and header: what the file holds besides the shared weights
         budget = max_bytes - (file_size(grids) - sum(len(encode(n, g)[1]) for n, g in grids.items()))
-        grids = {name: cost.grid for name, cost in allocate_bits(costs, budget).items()}
+        grids = {name: cost.grid for name, cost in allocate_bits(costs(), budget).items()}
     else:
         while file_size(grids) > max_bytes:
             savings = [
@@ -671,10 +672,18 @@ def write_esqz(
         options = dataclasses.replace(options, calibration_images=len(calibration))
         if model is None:
             raise EdgeSqueezeError("calibrated sharing needs the torch model that holds the weights")
-    costs = None
+    costs: Optional[Callable[[], List[Any]]] = None
+    original = None
     if max_bytes is not None and calibration is not None:
-        costs = measure_layer_costs(model, calibration, options, progress)
-    original = copy.deepcopy(model.state_dict()) if costs is not None else None
+        measured: List[Any] = []
+
+        def measure() -> List[Any]:  # once, and only if the budget needs it
+            if not measured:
+                measured.extend(measure_layer_costs(model, calibration, options, progress))
+            return measured
+
+        costs = measure
+        original = copy.deepcopy(model.state_dict())
     budget = max_bytes
     for attempt in range(3):
         fitted = (

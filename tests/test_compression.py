@@ -414,3 +414,24 @@ def test_calibrated_budget_is_refitted_when_the_first_file_overshoots(
             max_bytes=budget,
         )
     assert "refitting" in caplog.text and size <= budget
+
+
+def test_calibrated_budget_that_already_fits_skips_the_measurement(
+    tiny_checkpoint, pattern_dataset, tmp_path, monkeypatch
+):
+    pytest.importorskip("torch")
+    from edge_squeeze import compression
+    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
+    from edge_squeeze.weights import load_model
+
+    def never(*args, **kwargs):
+        raise AssertionError("a budget the full-width file meets needs no sensitivity measurement")
+
+    monkeypatch.setattr(compression, "measure_layer_costs", never)
+    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 8), b.preprocess).data
+    args = (b.config.to_dict(), b.labels, b.preprocess, compression.CompressOptions(bits=4))
+    size = compression.write_esqz(
+        tmp_path / "fit.esqz", b.model.state_dict(), *args, model=b.model, calibration=images, max_bytes=10**8
+    )
+    assert size <= 10**8 and not compression.read_esqz(tmp_path / "fit.esqz").compression["layer_levels"]
