@@ -61,6 +61,7 @@ def main() -> None:
         ("squeezenet1_1", shared / "weights" / "squeezenet1_1-imagenet.pth"),
         ("squeezenet1_0", shared / "weights" / "deep-compression" / "compressed_SqueezeNet.net"),
     ]
+    order = [arch for arch, _ in models]
     results = HERE / "results" / "compression.json"
     kept = []
     if args.arch:
@@ -156,7 +157,7 @@ def main() -> None:
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
-    rows = sorted(kept + rows, key=lambda r: ["squeezenet1_1", "squeezenet1_0"].index(r["arch"]))
+    rows = sorted(kept + rows, key=lambda r: order.index(r["arch"]))
     (HERE / "results").mkdir(exist_ok=True)
     results.write_text(json.dumps(rows, indent=2))
     lines = [

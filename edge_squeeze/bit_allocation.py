@@ -1,18 +1,17 @@
 """Bits per layer for a size budget, chosen by what each layer's bits cost the model's outputs.
 
 Each conv layer is shared alone (calibrated, :mod:`.calibrated_sharing`) on every candidate grid
-(a k-means codebook of some width, or a uniform grid of some step),
-with the rest of the model in float, and the calibration images measure two things: the layer's
-bytes at that width and the mean KL divergence of the model's class probabilities from the float
-model's. Summed divergence stands in for the whole model's (the HAWQ-style additive assumption), and
-the grids that minimise it within the byte budget are a multiple-choice knapsack, solved exactly by
-dynamic programming (:func:`allocate_bits`).
+(a k-means codebook of some width, or a uniform grid of some step), with the rest of the model in
+float, and the calibration images measure two things: the layer's bytes on that grid and the mean KL
+divergence of the model's class probabilities from the float model's. Summed divergence stands in
+for the whole model's (the HAWQ-style additive assumption), and the grids that minimise it within
+the byte budget are a multiple-choice knapsack, solved exactly by dynamic programming
+(:func:`allocate_bits`).
 
 On SqueezeNet 1.1 at 500 kB this puts the large layers (3x3 expands, the final conv) on uniform
 grids of 9-25 values and the small ones on 5-6 bit k-means or fine uniform grids, where a bytes-only
-rule takes bits from the final conv first. Needs
-torch for the measurement;
-:func:`allocate_bits` is plain Python.
+rule takes bits from the final conv first. Needs torch for the measurement; :func:`allocate_bits`
+is plain Python.
 """
 
 from __future__ import annotations

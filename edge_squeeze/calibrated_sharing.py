@@ -88,6 +88,14 @@ def inverse_hessian_factor(h: np.ndarray) -> np.ndarray:
     return torch.linalg.cholesky(inverse, upper=True).numpy()
 
 
+def nearest_code_table(codebook: np.ndarray, usable: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``usable`` codes sorted by value, and the midpoints between neighbours: the usable code
+    nearest to x is ``codes[np.searchsorted(bounds, x)]``."""
+    codes = usable[np.argsort(codebook[usable], kind="stable")]
+    values = codebook[codes]
+    return codes, (values[1:] + values[:-1]) / 2
+
+
 def round_with_compensation(
     rows: np.ndarray,
     keep: np.ndarray,
@@ -103,11 +111,7 @@ def round_with_compensation(
     go in order of decreasing H diagonal (GPTQ's "act order"): the inputs that matter most are
     rounded first, while the most weights are left to absorb their error.
     """
-    if usable is None:
-        usable = np.arange(1, len(codebook))
-    usable = usable[np.argsort(codebook[usable], kind="stable")]
-    values = codebook[usable]
-    bounds = (values[1:] + values[:-1]) / 2
+    usable, bounds = nearest_code_table(codebook, np.arange(1, len(codebook)) if usable is None else usable)
     order = np.argsort(-np.diag(hessian), kind="stable")
     hinv = inverse_hessian_factor(hessian[np.ix_(order, order)])
     w = rows[:, order].astype(np.float64)
@@ -208,6 +212,7 @@ __all__ = [
     "float_output_target",
     "input_statistics",
     "inverse_hessian_factor",
+    "nearest_code_table",
     "paired_input_statistics",
     "round_with_compensation",
     "share_sequentially",

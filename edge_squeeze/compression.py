@@ -28,9 +28,8 @@ codebook per layer, and nothing is retrained. A layer may instead be shared on a
 coded as gaps (entropy-coded scalar quantization). Its step sizes give ``--max-bytes`` finer
 choices than powers of two; on SqueezeNet 1.1's large late layers it measured less output error per
 byte than k-means, on small or synthetic layers about the same, so ``--max-bytes`` measures both.
-Given calibration images, each weight's code is chosen
-to keep its layer's outputs rather than the weight itself (:mod:`.calibrated_sharing`); the file
-format is the same.
+Given calibration images, each weight's code is chosen to keep its layer's outputs rather than the
+weight itself (:mod:`.calibrated_sharing`); the file format is the same.
 """
 
 from __future__ import annotations
@@ -358,17 +357,14 @@ def share_weights(
 
         codes = round_with_compensation(scaled, keep, codebook.astype(np.float64), hessian, usable)
     elif usable is not None:  # a uniform grid, nearest value
-        codes = np.where(keep, _nearest_code(scaled, codebook, usable), 0)
+        from .calibrated_sharing import nearest_code_table
+
+        table, bounds = nearest_code_table(codebook, usable)
+        codes = np.where(keep, table[np.searchsorted(bounds, scaled)], 0)
     else:
         codes = np.zeros(rows.shape, np.int64)
         codes[keep] = assign + 1
     return SharedWeights(tuple(weight.shape), codebook, scales, codes, bits)
-
-
-def _nearest_code(values: np.ndarray, codebook: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    usable = usable[np.argsort(codebook[usable], kind="stable")]
-    entries = codebook[usable]
-    return usable[np.searchsorted((entries[1:] + entries[:-1]) / 2, values)]
 
 
 def encode_shared(shared: SharedWeights, index_bits: int) -> Tuple[Dict[str, Any], bytes]:
@@ -586,9 +582,10 @@ def fit_layer_bits(
     ``max_bytes``.
 
     With ``costs`` (returning :func:`measure_layer_costs`; called only if the file does not fit at
-    every layer's own bits, as the measurement takes minutes), the grids are the ones that least change the
-    model's outputs within the budget (:mod:`.bit_allocation`); the calibrated codes' sizes come from
-    that measurement, so :func:`write_esqz` checks the real file and tightens the budget if needed.
+    every layer's own bits, as the measurement takes minutes), the grids are the ones that least
+    change the model's outputs within the budget (:mod:`.bit_allocation`); the calibrated codes'
+    sizes come from that measurement, so :func:`write_esqz` checks the real file and tightens the
+    budget if needed.
     Without, each step takes one bit from the layer where that bit saves the most bytes (on
     SqueezeNet the final 1x1 conv first: 41 % of 1.1's weights), with sizes from nearest-entry
     sharing, which is exact for uncalibrated files.
@@ -611,11 +608,12 @@ def fit_layer_bits(
         return len(_pack(config, labels, spec, options, entries, bodies))
 
     grids = {name: _layer_grid(name, options) for name in convs}
-    if costs is not None and file_size(grids) > max_bytes:
+    full = file_size(grids)
+    if costs is not None and full > max_bytes:
         from .bit_allocation import allocate_bits
 
         # biases and header: what the file holds besides the shared weights
-        budget = max_bytes - (file_size(grids) - sum(len(encode(n, g)[1]) for n, g in grids.items()))
+        budget = max_bytes - (full - sum(len(encode(n, g)[1]) for n, g in grids.items()))
         grids = {name: cost.grid for name, cost in allocate_bits(costs(), budget).items()}
     else:
         while file_size(grids) > max_bytes:
@@ -684,17 +682,20 @@ def write_esqz(
 
         costs = measure
         original = copy.deepcopy(model.state_dict())
-    budget = max_bytes
-    for attempt in range(3):
+    slack = 0  # bytes the calibrated codes took beyond the measurement's prediction
+    retries = 2 if original is not None else 0
+    for attempt in range(retries + 1):
         fitted = (
-            options if budget is None else fit_layer_bits(state, config, labels, spec, options, budget, costs)
+            options
+            if max_bytes is None
+            else fit_layer_bits(state, config, labels, spec, options, max_bytes - slack, costs)
         )
         entries, bodies = compress_state_dict(state, fitted, model, calibration, progress)
         data = _pack(config, labels, spec, fitted, entries, bodies)
-        if budget is None or max_bytes is None or original is None or len(data) <= max_bytes or attempt == 2:
+        if max_bytes is None or len(data) <= max_bytes or attempt == retries:
             break
         log.info("calibrated file is %s bytes, over budget: refitting", f"{len(data):,}")
-        budget -= len(data) - max_bytes
+        slack += len(data) - max_bytes
         model.load_state_dict(original)
     if max_bytes is not None and len(data) > max_bytes:
         raise EdgeSqueezeError(
