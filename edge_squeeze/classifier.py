@@ -153,7 +153,7 @@ class Classifier:
         shape = "x".join("N" if d is None else str(d) for d in info.input_shape)
         return (
             f"Classifier({str(self.path)!r}, backend={info.name!r}, precision={info.precision!r}, "
-            f"device={info.device!r}, input={shape}, classes={len(self.labels)})"
+            f"device={info.device!r}, input={shape} {info.input_dtype}, classes={len(self.labels)})"
         )
 
     def preprocess(
@@ -162,7 +162,8 @@ class Classifier:
         return preprocess(images, self.spec, input_order)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for an already preprocessed NCHW float32 batch."""
+        """Logits for a batch made by :meth:`preprocess` (float32 NCHW, or uint8 NHWC pixels for a
+        model that takes them: ``info.input_dtype``)."""
         if self._lock is None:
             return self.backend.infer(batch)
         with self._lock:

@@ -433,6 +433,16 @@ def make_calibrator(trt_mod: Any, feeder: CalibrationFeeder, algorithm: str) -> 
     return Calibrator()
 
 
+def check_engine_source(metadata: ArtifactMetadata, onnx_path: Path) -> None:
+    """TensorRT builds from the fp32 model or the TensorRT INT8 flavour, never the CPU flavour,
+    whose uint8 pixel input and ``reduce_range`` weights are for ONNX Runtime on x86."""
+    if metadata.preprocess.pixel_input:
+        raise EdgeSqueezeError(
+            f"{onnx_path.name} is ONNX Runtime's CPU flavour (uint8 pixel input); build TensorRT "
+            "engines from model.int8.onnx or model.onnx"
+        )
+
+
 def build_engine(
     onnx_path: Path, options: BuildOptions, out_path: Optional[Path] = None
 ) -> Tuple[Path, Sidecar]:
@@ -444,6 +454,7 @@ def build_engine(
     onnx_path = Path(onnx_path)
     model = load_onnx_model(onnx_path)
     metadata = metadata_of(model, str(onnx_path))
+    check_engine_source(metadata, onnx_path)
     qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     version = parse_trt_version(device.tensorrt_version)
     plan = plan_precision(options.precision, version, qdq, device.compute_capability, options.int8_mode)

@@ -24,13 +24,16 @@ class BackendInfo:
     input_shape: Tuple[Optional[int], int, int, int]  # None: dynamic batch
     max_batch: Optional[int] = None
     model_path: str = ""
+    # "float32" (normalised NCHW) or "uint8" (raw NHWC pixels: PreprocessSpec.input_format)
+    input_dtype: str = "float32"
 
 
 class Backend(Protocol):
     info: BackendInfo
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run a preprocessed float32 NCHW batch; return float32 logits of shape (N, classes)."""
+        """Run a preprocessed batch (``info.input_dtype`` and ``info.input_shape``: what the model's
+        own preprocessing makes); return float32 logits of shape (N, classes)."""
         ...
 
     def close(self) -> None:
@@ -42,15 +45,17 @@ def check_input(batch: np.ndarray, info: BackendInfo) -> np.ndarray:
     """Validate a batch against the backend's input, with one clear line on any mismatch."""
     if not isinstance(batch, np.ndarray):
         raise EdgeSqueezeError(f"input must be a numpy array, got {type(batch).__name__}")
-    if batch.dtype != np.float32:
+    if batch.dtype != np.dtype(info.input_dtype):
         raise EdgeSqueezeError(
-            f"input dtype must be float32, got {batch.dtype}: pass images through edge_squeeze.preprocess first"
+            f"input dtype must be {info.input_dtype}, got {batch.dtype}: pass images through the "
+            "model's own preprocessing first (Classifier.preprocess)"
         )
     expected = info.input_shape
     if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(expected[1:]):
         want = "x".join("N" if d is None else str(d) for d in expected)
+        layout = "NHWC" if info.input_dtype == "uint8" else "NCHW"
         raise EdgeSqueezeError(
-            f"input shape must be {want} (NCHW), got {tuple(batch.shape)}: use the model's own preprocessing"
+            f"input shape must be {want} ({layout}), got {tuple(batch.shape)}: use the model's own preprocessing"
         )
     if expected[0] is not None and batch.shape[0] != expected[0]:
         raise EdgeSqueezeError(f"this model takes batches of exactly {expected[0]}, got {batch.shape[0]}")

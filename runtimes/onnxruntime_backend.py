@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError, require
 from edge_squeeze.metadata import ArtifactMetadata, read_onnx_metadata_props
+from edge_squeeze.preprocess import PreprocessSpec
 
 from .base import BackendInfo, check_input
 
@@ -107,13 +108,17 @@ class OnnxRuntimeBackend:
         self.session = session
         self.metadata = metadata
         inp = session.get_inputs()[0]
-        if inp.type != "tensor(float)":
+        spec = metadata.preprocess
+        want = "tensor(uint8)" if spec.pixel_input else "tensor(float)"
+        if inp.type != want:
             raise EdgeSqueezeError(
-                f"{path}: input {inp.name} is {inp.type}; edge-squeeze expects float32 NCHW"
+                f"{path}: input {inp.name} is {inp.type} but its metadata says {spec.input_format}; "
+                "re-export it"
             )
         shape = inp.shape
         if len(shape) != 4:
-            raise EdgeSqueezeError(f"{path}: input {inp.name} has shape {shape}; expected NCHW")
+            layout = spec.input_format.split("-")[1].upper()
+            raise EdgeSqueezeError(f"{path}: input {inp.name} has shape {shape}; expected {layout}")
         batch = shape[0] if isinstance(shape[0], int) else None
         dims = tuple(int(d) if isinstance(d, int) else 0 for d in shape[1:])
         if 0 in dims:  # dynamic spatial dims: take them from the preprocessing spec
@@ -127,6 +132,7 @@ class OnnxRuntimeBackend:
             input_name=inp.name,
             input_shape=(batch, dims[0], dims[1], dims[2]),
             model_path=path,
+            input_dtype="uint8" if spec.pixel_input else "float32",
         )
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -141,9 +147,16 @@ class OnnxRuntimeBackend:
         return f"OnnxRuntimeBackend({self.info.model_path}, {self.info.precision}, {self.info.device})"
 
 
-def time_session(session: Any, input_name: str, shape: Tuple[int, ...], runs: int = 20) -> float:
-    """Median seconds per ``run`` at ``shape`` after warm-up; used to pick an int8 flavour."""
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+def time_session(session: Any, spec: PreprocessSpec, runs: int = 20) -> float:
+    """Median seconds per batch-1 ``run`` on the input ``spec`` makes, after warm-up; used to pick an
+    int8 flavour."""
+    rng = np.random.default_rng(0)
+    shape = (1, *spec.input_shape)
+    if spec.pixel_input:
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+    else:
+        x = rng.standard_normal(shape).astype(np.float32)
+    input_name = session.get_inputs()[0].name
     for _ in range(3):
         session.run(None, {input_name: x})
     times = []
@@ -179,17 +192,14 @@ def load(path: Union[str, os.PathLike[str]], options: Optional[OrtOptions] = Non
             )
         else:
             alt_session = open_session(alt_path, options)
+            alt_metadata = read_metadata(alt_session, str(alt_path))
             if options.int8_flavour == "cpu":
-                return OnnxRuntimeBackend(
-                    alt_session, read_metadata(alt_session, str(alt_path)), str(alt_path)
-                )
+                return OnnxRuntimeBackend(alt_session, alt_metadata, str(alt_path))
             key = (str(path.resolve()), str(alt_path.resolve()), int(options.threads))
             choice = _FLAVOUR_CHOICE.get(key)
             if choice is None:
-                shape = (1, *metadata.preprocess.input_shape)
-                name = session.get_inputs()[0].name
-                t_qdq = time_session(session, name, shape)
-                t_cpu = time_session(alt_session, alt_session.get_inputs()[0].name, shape)
+                t_qdq = time_session(session, metadata.preprocess)
+                t_cpu = time_session(alt_session, alt_metadata.preprocess)
                 choice = "cpu" if t_cpu < t_qdq else "qdq"
                 _FLAVOUR_CHOICE[key] = choice
                 log.info(
@@ -199,7 +209,5 @@ def load(path: Union[str, os.PathLike[str]], options: Optional[OrtOptions] = Non
                     alt_path.name if choice == "cpu" else path.name,
                 )
             if choice == "cpu":
-                return OnnxRuntimeBackend(
-                    alt_session, read_metadata(alt_session, str(alt_path)), str(alt_path)
-                )
+                return OnnxRuntimeBackend(alt_session, alt_metadata, str(alt_path))
     return OnnxRuntimeBackend(session, metadata, str(path))

@@ -53,8 +53,11 @@ def test_predict_batch_matches_single(exported, pattern_dataset):
 
 
 def test_repr_names_backend_precision_and_shape(exported):
-    text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime"))
-    assert "backend='onnxruntime'" in text and "precision='int8'" in text and "Nx3x96x96" in text
+    text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="qdq"))
+    assert "backend='onnxruntime'" in text and "precision='int8'" in text
+    assert "input=Nx3x96x96 float32" in text
+    text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="cpu"))
+    assert "input=Nx96x96x3 uint8" in text  # the CPU flavour takes raw pixels
 
 
 def test_int8_flavours_are_chosen_by_measurement(exported, caplog, monkeypatch):

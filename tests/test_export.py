@@ -15,7 +15,7 @@ from edge_squeeze.errors import EdgeSqueezeError
 from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
 from edge_squeeze.export.pipeline import ExportOptions, run_export
 from edge_squeeze.metadata import METADATA_KEY, ArtifactMetadata
-from edge_squeeze.preprocess import PreprocessSpec
+from edge_squeeze.preprocess import PreprocessSpec, preprocess_files
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,58 @@ def test_cpu_flavour_uses_uint8_activations(tiny_export):
     inits = {i.name: i for i in model.graph.initializer}
     q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert any(onnx.numpy_helper.to_array(inits[n.input[2]]).dtype == np.uint8 for n in q)
+
+
+def test_cpu_flavour_takes_uint8_pixels(tiny_export, pattern_dataset):
+    model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
+    tensor = model.graph.input[0].type.tensor_type
+    assert tensor.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in tensor.shape.dim[1:]] == [96, 96, 3]
+    assert "QuantizeLinear" not in {n.op_type for n in model.graph.node[:3]}
+    meta = ArtifactMetadata.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert meta.preprocess.input_format == "uint8-nhwc"
+    report = json.loads((tiny_export / "export-report.json").read_text())["int8"]
+    assert report["cpu_flavour_input"]["format"] == "uint8-nhwc"
+    from edge_squeeze import Classifier
+
+    cpu = Classifier(tiny_export / "model.int8.cpu.onnx")
+    assert cpu.info.input_dtype == "uint8"
+    with pytest.raises(EdgeSqueezeError, match=r"dtype must be uint8.*preprocessing"):
+        cpu.infer(np.zeros((1, 3, 96, 96), np.float32))
+    images = [str(p) for p in select_calibration_images(pattern_dataset / "val", 30)]
+    fp32 = Classifier(tiny_export / "model.onnx")
+    agree = np.mean(cpu.logits(images).argmax(1) == fp32.logits(images).argmax(1))
+    assert agree >= 0.9
+
+
+def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pattern_dataset):
+    """The float-input u8 model and its pixel-input fold follow fp32 alike (a wrong channel order,
+    scale or bias shift would put the fold's logits far off); a padded conv1 is not folded."""
+    import dataclasses
+
+    from edge_squeeze.export import quantize as q
+    from edge_squeeze.export import ranges as r
+
+    fp32 = onnx.load(str(tiny_export / "model.onnx"))
+    spec = ArtifactMetadata.from_json({p.key: p.value for p in fp32.metadata_props}[METADATA_KEY]).preprocess
+    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc")
+    paths = select_calibration_images(pattern_dataset / "val", 24)
+    calib = CalibrationSet(paths, spec)
+    stats = r.collect_stats(fp32, calib)
+    ranges = r.fold_relu_ranges(fp32, r.compute_ranges(stats, "minmax"))
+    float_input = q.quantize_model(fp32, ranges, q.QuantConfig("u8", "minmax"), calib.data)
+    folded = q.pixel_input(float_input, fp32, spec)
+    assert folded is not None
+    pixels = np.stack(preprocess_files(paths, pixel_spec)[0])
+    reference = q.logits_of(fp32.SerializeToString(), calib.data)
+    before = q.fidelity(reference, q.logits_of(float_input.SerializeToString(), calib.data))
+    after = q.fidelity(reference, q.logits_of(folded.SerializeToString(), pixels))
+    assert after.logit_mse <= 2 * before.logit_mse + 1e-3
+    assert after.top1_agreement >= before.top1_agreement - 0.1
+    conv1 = next(n for n in float_input.graph.node if n.op_type == "Conv")
+    del conv1.attribute[:]
+    conv1.attribute.extend([onnx.helper.make_attribute("pads", [1, 1, 1, 1])])
+    assert q.pixel_input(float_input, fp32, spec) is None
 
 
 def test_fire_concats_share_one_scale(tiny_export):

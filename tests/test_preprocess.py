@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -91,6 +93,22 @@ def test_spec_round_trips_through_json():
     again = PreprocessSpec.from_json(spec.to_json())
     assert again == spec
     assert again.channel_order == "BGR" and again.scale == 1.0 and again.crop == 227
+
+
+@pytest.mark.parametrize("spec", [PreprocessSpec(), PreprocessSpec.caffe()], ids=["rgb", "bgr"])
+def test_pixel_input_is_the_crop_the_float_input_normalises(frame, spec):
+    """uint8-nhwc: the same crop, in the network's channel order, that float32-nchw normalises."""
+    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc")
+    assert pixel_spec.input_shape == (spec.crop, spec.crop, 3) and pixel_spec.dtype == np.uint8
+    pixels = preprocess([frame, frame[::-1]], pixel_spec)
+    assert pixels.shape == (2, spec.crop, spec.crop, 3) and pixels.dtype == np.uint8
+    normalised = (pixels.astype(np.float64) * spec.scale - np.array(spec.mean)) / np.array(spec.std)
+    np.testing.assert_allclose(
+        normalised.transpose(0, 3, 1, 2), preprocess([frame, frame[::-1]], spec), atol=1e-4
+    )
+    assert PreprocessSpec.from_json(pixel_spec.to_json()) == pixel_spec
+    with pytest.raises(EdgeSqueezeError, match=r"input_format.*upgrade"):
+        PreprocessSpec(input_format="float16-nchw")
 
 
 def test_caffe_spec_subtracts_bgr_mean():

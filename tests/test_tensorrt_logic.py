@@ -3,6 +3,9 @@ sidecars and their mismatch checks, the calibrator's batch feeding, and the CLI 
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from edge_squeeze.export.tensorrt_build import (
     CalibrationFeeder,
     DeviceIdentity,
     Sidecar,
+    check_engine_source,
     engine_cache_key,
     engine_cache_path,
     has_fast_int8,
@@ -157,6 +161,14 @@ def test_tensorrt_calibration_cache_from_ranges():
     assert text.splitlines()[0] == "TRT-8501-EntropyCalibration2"
     scales = parse_tensorrt_calibration_cache(text)
     assert scales["input"] == pytest.approx(2.54 / 127) and scales["relu"] == pytest.approx(0.1)
+
+
+def test_engines_are_not_built_from_the_cpu_flavour():
+    meta = ArtifactMetadata(arch="squeezenet1_1", labels=Labels(["a", "b"]), preprocess=PreprocessSpec())
+    check_engine_source(meta, Path("model.int8.onnx"))
+    pixels = dataclasses.replace(meta, preprocess=PreprocessSpec(input_format="uint8-nhwc"))
+    with pytest.raises(EdgeSqueezeError, match=r"CPU flavour.*model\.int8\.onnx"):
+        check_engine_source(pixels, Path("model.int8.cpu.onnx"))
 
 
 def test_build_engine_without_tensorrt_is_one_line(tmp_path, capsys):
