@@ -1,6 +1,6 @@
 """Deep Compression without retraining: sparsity x bits -> bytes and top-1, and the paper's size table.
 
-    .venv/bin/python benchmarks/compression.py [--shared ../shared] [--calib-count 128]
+    .venv/bin/python benchmarks/compression.py [--shared ../shared] [--calib-count 200]
 
 Rows marked "calibrated" choose each code to keep its layer's outputs on ``calib/`` images
 (``edge-squeeze compress --calib``); the others round each weight to its nearest codebook entry.
@@ -46,7 +46,7 @@ def model_from(path):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shared", default=str(HERE.parent.parent / "shared"))
-    parser.add_argument("--calib-count", type=int, default=128)
+    parser.add_argument("--calib-count", type=int, default=200)
     parser.add_argument(
         "--arch",
         choices=["squeezenet1_1", "squeezenet1_0"],

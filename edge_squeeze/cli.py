@@ -568,7 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--calib",
         help="calibration images: choose each code to keep its layer's outputs on them (no retraining)",
     )
-    p.add_argument("--calib-count", type=int, default=128, help="calibration images to use (default 128)")
+    p.add_argument(
+        "--calib-count",
+        type=int,
+        default=200,
+        help="calibration images to use (default 200; more cost time and memory in proportion)",
+    )
     p.add_argument(
         "--max-bytes",
         type=int,

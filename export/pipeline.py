@@ -249,8 +249,9 @@ def _export_int8(
 
 
 # how much calibration-set agreement with fp32 the uint8-pixel input may cost before the CPU
-# flavour keeps float input: folding the normalisation only re-rounds conv1, which moved agreement
-# by about half a point either way in trials
+# flavour keeps float input: folding the normalisation only re-rounds conv1 (on SqueezeNet 1.1 it
+# left calibration-set agreement at 94.0 % and moved agreement on 200 val photos by up to a point,
+# either way)
 PIXEL_INPUT_TOLERANCE = 0.01
 
 
