@@ -132,6 +132,10 @@ class PreprocessSpec:
     def dtype(self) -> Any:
         return np.uint8 if self.pixel_input else np.float32
 
+    @property
+    def layout(self) -> str:
+        return "NHWC" if self.pixel_input else "NCHW"
+
 
 def read_image(path: Union[str, os.PathLike[str]]) -> np.ndarray:
     """Decode an image file to a BGR uint8 array, or raise one clear error naming the file."""

@@ -117,8 +117,7 @@ class OnnxRuntimeBackend:
             )
         shape = inp.shape
         if len(shape) != 4:
-            layout = spec.input_format.split("-")[1].upper()
-            raise EdgeSqueezeError(f"{path}: input {inp.name} has shape {shape}; expected {layout}")
+            raise EdgeSqueezeError(f"{path}: input {inp.name} has shape {shape}; expected {spec.layout}")
         batch = shape[0] if isinstance(shape[0], int) else None
         dims = tuple(int(d) if isinstance(d, int) else 0 for d in shape[1:])
         if 0 in dims:  # dynamic spatial dims: take them from the preprocessing spec
@@ -132,7 +131,7 @@ class OnnxRuntimeBackend:
             input_name=inp.name,
             input_shape=(batch, dims[0], dims[1], dims[2]),
             model_path=path,
-            input_dtype="uint8" if spec.pixel_input else "float32",
+            input_dtype=np.dtype(spec.dtype).name,
         )
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
