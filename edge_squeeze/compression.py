@@ -459,8 +459,8 @@ def compress_state_dict(
     """Header entries and bodies for every tensor: conv weights shared, biases float16.
 
     With ``calibration`` images (and the torch ``model`` holding ``state``), codes are chosen layer
-    by layer to keep each layer's outputs (:mod:`.calibrated_sharing`), and biases absorb the mean
-    shift rounding leaves; the model is left holding the compressed weights.
+    by layer to keep each layer's outputs (:mod:`.calibrated_sharing`); the model is left holding
+    the compressed weights.
     """
     shared: Dict[str, SharedWeights] = {}
     if calibration is not None:

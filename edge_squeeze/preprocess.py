@@ -36,7 +36,7 @@ _INTERPOLATIONS = {
 
 ImageInput = Union[str, "os.PathLike[str]", np.ndarray]
 
-INPUT_FORMATS = ("float32-nchw", "uint8-nhwc")
+INPUT_FORMATS = ("float32-nchw", "uint8-nhwc", "uint8-nhwc4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,9 @@ class PreprocessSpec:
     ``input_format`` is what the network takes: ``"float32-nchw"``, the normalised CxHxW input, or
     ``"uint8-nhwc"``, the crop's raw 0-255 pixels (HxWx3, in ``channel_order``) for a network that
     applies ``scale``, ``mean`` and ``std`` itself (the CPU INT8 model folds them into its first
-    convolution, which saves the normalising here and the quantizing there).
+    convolution, which saves the normalising here and the quantizing there), or ``"uint8-nhwc4"``,
+    the same pixels with a fourth channel (alpha, 255) that the network's weights ignore: four
+    input channels let ONNX Runtime's x86 integer kernels run the first convolution without im2col.
     """
 
     resize: int = 256
@@ -122,11 +124,17 @@ class PreprocessSpec:
 
     @property
     def pixel_input(self) -> bool:
-        return self.input_format == "uint8-nhwc"
+        return self.input_format.startswith("uint8-")
+
+    @property
+    def input_channels(self) -> int:
+        return 4 if self.input_format == "uint8-nhwc4" else 3
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:
-        return (self.crop, self.crop, 3) if self.pixel_input else (3, self.crop, self.crop)
+        if self.pixel_input:
+            return (self.crop, self.crop, self.input_channels)
+        return (3, self.crop, self.crop)
 
     @property
     def dtype(self) -> Any:
@@ -237,12 +245,15 @@ def resize_and_crop(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 def normalise(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """A BGR uint8 HxWx3 crop to the network's input: float32 CxHxW (channel order, scale, mean,
-    std), or for ``uint8-nhwc`` the crop itself in the network's channel order."""
+    std), or for the uint8 formats the crop itself in the network's channel order (plus alpha for
+    ``uint8-nhwc4``)."""
     norm = _NORMALISERS.get(spec)
     if norm is None:
         norm = _NORMALISERS.setdefault(spec, _Normaliser(spec))
     # OpenCV swaps and splits channels several times faster than numpy copies reversed or
     # transposed views (a 224x224 crop: 7 against 270 us to swap)
+    if spec.input_channels == 4:
+        return cv2.cvtColor(crop, cv2.COLOR_BGR2RGBA if norm.swap else cv2.COLOR_BGR2BGRA)
     crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) if norm.swap else np.ascontiguousarray(crop)
     if spec.pixel_input:
         return crop
@@ -266,8 +277,8 @@ def preprocess(
     spec: PreprocessSpec | None = None,
     input_order: str = "BGR",
 ) -> np.ndarray:
-    """Turn one image or a batch into the network's input: float32 NCHW, or uint8 NHWC for a
-    ``uint8-nhwc`` spec.
+    """Turn one image or a batch into the network's input: float32 NCHW, or uint8 NHWC for the
+    ``uint8-nhwc`` and ``uint8-nhwc4`` specs.
 
     ``image`` may be a path, an HxW / HxWxC array (uint8, uint16 or float in [0, 1]; greyscale, 3 or
     4 channels), a list of those, or an NxHxWxC array. Arrays are BGR unless ``input_order="RGB"``.

@@ -270,7 +270,7 @@ def pixel_input_if_close(
     if pixel_model is None:
         result["cpu_flavour_input"] = {"format": spec.input_format, "why": "first conv cannot fold"}
         return model, spec
-    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc")
+    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc4")
     pixels, _ = preprocess_files(calib.paths, pixel_spec, what="calibration image")
     fid = q.fidelity(reference, q.logits_of(pixel_model.SerializeToString(), np.stack(pixels), exact=False))
     keep = fid.top1_agreement >= agreement - PIXEL_INPUT_TOLERANCE

@@ -57,7 +57,7 @@ def test_repr_names_backend_precision_and_shape(exported):
     assert "backend='onnxruntime'" in text and "precision='int8'" in text
     assert "input=Nx3x96x96 float32" in text
     text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="cpu"))
-    assert "input=Nx96x96x3 uint8" in text  # the CPU flavour takes raw pixels
+    assert "input=Nx96x96x4 uint8" in text  # the CPU flavour takes raw pixels (and alpha)
 
 
 def test_int8_flavours_are_chosen_by_measurement(exported, caplog, monkeypatch):

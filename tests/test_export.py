@@ -96,12 +96,12 @@ def test_cpu_flavour_takes_uint8_pixels(tiny_export, pattern_dataset):
     model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
     tensor = model.graph.input[0].type.tensor_type
     assert tensor.elem_type == onnx.TensorProto.UINT8
-    assert [d.dim_value for d in tensor.shape.dim[1:]] == [96, 96, 3]
+    assert [d.dim_value for d in tensor.shape.dim[1:]] == [96, 96, 4]
     assert "QuantizeLinear" not in {n.op_type for n in model.graph.node[:3]}
     meta = ArtifactMetadata.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
-    assert meta.preprocess.input_format == "uint8-nhwc"
+    assert meta.preprocess.input_format == "uint8-nhwc4"
     report = json.loads((tiny_export / "export-report.json").read_text())["int8"]
-    assert report["cpu_flavour_input"]["format"] == "uint8-nhwc"
+    assert report["cpu_flavour_input"]["format"] == "uint8-nhwc4"
     from edge_squeeze import Classifier
 
     cpu = Classifier(tiny_export / "model.int8.cpu.onnx")
@@ -124,7 +124,7 @@ def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pat
 
     fp32 = onnx.load(str(tiny_export / "model.onnx"))
     spec = ArtifactMetadata.from_json({p.key: p.value for p in fp32.metadata_props}[METADATA_KEY]).preprocess
-    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc")
+    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc4")
     paths = select_calibration_images(pattern_dataset / "val", 24)
     calib = CalibrationSet(paths, spec)
     stats = r.collect_stats(fp32, calib)
@@ -138,6 +138,12 @@ def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pat
     after = q.fidelity(reference, q.logits_of(folded.SerializeToString(), pixels))
     assert after.logit_mse <= 2 * before.logit_mse + 1e-3
     assert after.top1_agreement >= before.top1_agreement - 0.1
+    # the fourth (alpha) channel meets zero weights: the 3-channel fold gives the very same logits
+    three = q.pixel_input(float_input, fp32, spec, channels=3)
+    np.testing.assert_array_equal(
+        q.logits_of(three.SerializeToString(), np.ascontiguousarray(pixels[..., :3])),
+        q.logits_of(folded.SerializeToString(), pixels),
+    )
     conv1 = next(n for n in float_input.graph.node if n.op_type == "Conv")
     del conv1.attribute[:]
     conv1.attribute.extend([onnx.helper.make_attribute("pads", [1, 1, 1, 1])])

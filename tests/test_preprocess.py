@@ -96,12 +96,18 @@ def test_spec_round_trips_through_json():
 
 
 @pytest.mark.parametrize("spec", [PreprocessSpec(), PreprocessSpec.caffe()], ids=["rgb", "bgr"])
-def test_pixel_input_is_the_crop_the_float_input_normalises(frame, spec):
-    """uint8-nhwc: the same crop, in the network's channel order, that float32-nchw normalises."""
-    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc")
-    assert pixel_spec.input_shape == (spec.crop, spec.crop, 3) and pixel_spec.dtype == np.uint8
+@pytest.mark.parametrize("input_format", ["uint8-nhwc", "uint8-nhwc4"])
+def test_pixel_input_is_the_crop_the_float_input_normalises(frame, spec, input_format):
+    """uint8-nhwc(4): the same crop, in the network's channel order, that float32-nchw normalises
+    (nhwc4 adds an opaque alpha channel)."""
+    pixel_spec = dataclasses.replace(spec, input_format=input_format)
+    channels = 4 if input_format.endswith("4") else 3
+    assert pixel_spec.input_shape == (spec.crop, spec.crop, channels) and pixel_spec.dtype == np.uint8
     pixels = preprocess([frame, frame[::-1]], pixel_spec)
-    assert pixels.shape == (2, spec.crop, spec.crop, 3) and pixels.dtype == np.uint8
+    assert pixels.shape == (2, spec.crop, spec.crop, channels) and pixels.dtype == np.uint8
+    if channels == 4:
+        assert (pixels[..., 3] == 255).all()
+        pixels = pixels[..., :3]
     normalised = (pixels.astype(np.float64) * spec.scale - np.array(spec.mean)) / np.array(spec.std)
     np.testing.assert_allclose(
         normalised.transpose(0, 3, 1, 2), preprocess([frame, frame[::-1]], spec), atol=1e-4
