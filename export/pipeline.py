@@ -266,11 +266,11 @@ def pixel_input_if_close(
 ) -> Tuple[Any, PreprocessSpec]:
     """The CPU flavour with uint8 pixel input (:func:`quantize.pixel_input`) and its spec, unless it
     cannot be folded exactly or follows fp32 less closely on the calibration images."""
-    pixel_model = q.pixel_input(model, fp32, spec)
+    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc4")
+    pixel_model = q.pixel_input(model, fp32, spec, channels=pixel_spec.input_channels)
     if pixel_model is None:
         result["cpu_flavour_input"] = {"format": spec.input_format, "why": "first conv cannot fold"}
         return model, spec
-    pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc4")
     pixels, _ = preprocess_files(calib.paths, pixel_spec, what="calibration image")
     fid = q.fidelity(reference, q.logits_of(pixel_model.SerializeToString(), np.stack(pixels), exact=False))
     keep = fid.top1_agreement >= agreement - PIXEL_INPUT_TOLERANCE
