@@ -267,7 +267,7 @@ def pixel_input_if_close(
     """The CPU flavour with uint8 pixel input (:func:`quantize.pixel_input`) and its spec, unless it
     cannot be folded exactly or follows fp32 less closely on the calibration images."""
     pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc4")
-    pixel_model = q.pixel_input(model, fp32, spec, channels=pixel_spec.input_channels)
+    pixel_model = q.pixel_input(model, fp32, pixel_spec)
     if pixel_model is None:
         result["cpu_flavour_input"] = {"format": spec.input_format, "why": "first conv cannot fold"}
         return model, spec

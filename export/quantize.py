@@ -244,9 +244,10 @@ def choose_float_nodes(
     return tuple(chosen), steps, model
 
 
-def pixel_input(model: Any, fp32_model: Any, spec: PreprocessSpec, channels: int = 4) -> Optional[Any]:
+def pixel_input(model: Any, fp32_model: Any, spec: PreprocessSpec) -> Optional[Any]:
     """The ``u8`` Q/DQ ``model`` (quantized from ``fp32_model``) taking the crop's raw uint8 NHWC
-    pixels, with ``spec``'s scale, mean and std folded into the first convolution; None where that
+    pixels as the pixel-input ``spec`` describes them (``uint8-nhwc`` or ``uint8-nhwc4``), with its
+    scale, mean and std folded into the first convolution; None where that
     is not exact (a padded first convolution, or an input that does not feed exactly one Conv
     through its Q/DQ pair).
 
@@ -257,11 +258,13 @@ def pixel_input(model: Any, fp32_model: Any, spec: PreprocessSpec, channels: int
     Runtime then drops the input's QuantizeLinear and its NCHW->NHWC transpose (about 4 % of the
     INT8 model's time at batch 1 here) and the preprocessing its normalisation.
 
-    With ``channels=4`` the model takes a fourth input channel (the preprocessing's alpha) that
+    With ``uint8-nhwc4`` the model takes a fourth input channel (the preprocessing's alpha) that
     zero weights ignore: the outputs are identical, and ONNX Runtime's x86 integer convolution
     (MLAS's symmetric kernels, which need input channels in multiples of 4) then runs conv1
     without im2col: the whole model ~5 % faster at batch 1 on this project's AVX2 VM.
     """
+    if not spec.pixel_input:
+        raise ValueError(f"pixel_input needs a uint8 pixel spec, got input_format {spec.input_format!r}")
     onnx = require("onnx", "INT8 quantization")
     from onnx import helper, numpy_helper
 
@@ -313,7 +316,7 @@ def pixel_input(model: Any, fp32_model: Any, spec: PreprocessSpec, channels: int
     new_scale = np.where(new_scale > 0, new_scale, 1.0)
     new_w = np.clip(np.round(folded / new_scale.reshape(-1, 1, 1, 1)), -qmax, qmax).astype(w_q.dtype)
     new_b = np.round(new_bias / new_scale).astype(b_q.dtype)  # input scale 1: bias scale = weight scale
-    extra = channels - new_w.shape[1]
+    extra = spec.input_channels - new_w.shape[1]
     if extra < 0:
         return None
     new_w = np.pad(new_w, ((0, 0), (0, extra), (0, 0), (0, 0)))
@@ -347,7 +350,7 @@ def pixel_input(model: Any, fp32_model: Any, spec: PreprocessSpec, channels: int
     graph.input.insert(
         0,
         helper.make_tensor_value_info(
-            graph_input.name, onnx.TensorProto.UINT8, [batch, spec.crop, spec.crop, channels]
+            graph_input.name, onnx.TensorProto.UINT8, [batch, spec.crop, spec.crop, spec.input_channels]
         ),
     )
     onnx.checker.check_model(out)

@@ -130,7 +130,7 @@ def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pat
     stats = r.collect_stats(fp32, calib)
     ranges = r.fold_relu_ranges(fp32, r.compute_ranges(stats, "minmax"))
     float_input = q.quantize_model(fp32, ranges, q.QuantConfig("u8", "minmax"), calib.data)
-    folded = q.pixel_input(float_input, fp32, spec)
+    folded = q.pixel_input(float_input, fp32, pixel_spec)
     assert folded is not None
     pixels = np.stack(preprocess_files(paths, pixel_spec)[0])
     reference = q.logits_of(fp32.SerializeToString(), calib.data)
@@ -139,7 +139,7 @@ def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pat
     assert after.logit_mse <= 2 * before.logit_mse + 1e-3
     assert after.top1_agreement >= before.top1_agreement - 0.1
     # the fourth (alpha) channel meets zero weights: the 3-channel fold gives the very same logits
-    three = q.pixel_input(float_input, fp32, spec, channels=3)
+    three = q.pixel_input(float_input, fp32, dataclasses.replace(spec, input_format="uint8-nhwc"))
     np.testing.assert_array_equal(
         q.logits_of(three.SerializeToString(), np.ascontiguousarray(pixels[..., :3])),
         q.logits_of(folded.SerializeToString(), pixels),
@@ -147,7 +147,7 @@ def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pat
     conv1 = next(n for n in float_input.graph.node if n.op_type == "Conv")
     del conv1.attribute[:]
     conv1.attribute.extend([onnx.helper.make_attribute("pads", [1, 1, 1, 1])])
-    assert q.pixel_input(float_input, fp32, spec) is None
+    assert q.pixel_input(float_input, fp32, pixel_spec) is None
 
 
 def test_fire_concats_share_one_scale(tiny_export):
