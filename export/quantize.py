@@ -110,7 +110,12 @@ def quantize_model(
         src = os.path.join(tmp, "fp32.onnx")
         dst = os.path.join(tmp, "int8.onnx")
         onnx.save_model(fp32_model, src)
-        logging.getLogger().disabled, was = True, logging.getLogger().disabled  # ORT's pre-processing nag
+        # ORT nags about pre-processing through logging.warning(), which first gives an unconfigured
+        # root logger a stderr handler (basicConfig); left there, that handler prints every
+        # edge_squeeze message a second time. Silence root for the call and put its handlers back.
+        root = logging.getLogger()
+        was, handlers = root.disabled, list(root.handlers)
+        root.disabled = True
         try:
             q.quantize_static(
                 src,
@@ -132,7 +137,8 @@ def quantize_model(
                 },
             )
         finally:
-            logging.getLogger().disabled = was
+            root.disabled = was
+            root.handlers[:] = handlers
         return onnx.load(dst)
 
 

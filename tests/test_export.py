@@ -150,6 +150,22 @@ def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pat
     assert q.pixel_input(float_input, fp32, pixel_spec) is None
 
 
+def test_quantizing_leaves_the_root_logger_as_it_was(tiny_export, pattern_dataset, monkeypatch):
+    """ONNX Runtime's pre-processing nag would give an unconfigured root logger a handler, and every
+    edge_squeeze message would then print twice."""
+    from edge_squeeze.export import quantize as q
+    from edge_squeeze.export import ranges as r
+
+    fp32 = onnx.load(str(tiny_export / "model.onnx"))
+    spec = ArtifactMetadata.from_json({p.key: p.value for p in fp32.metadata_props}[METADATA_KEY]).preprocess
+    calib = CalibrationSet(select_calibration_images(pattern_dataset / "val", 8), spec)
+    ranges = r.compute_ranges(r.collect_stats(fp32, calib), "minmax")
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a plain script: pytest's own handlers aside
+    q.quantize_model(fp32, ranges, q.QuantConfig("u8", "minmax"), calib.data)
+    assert root.handlers == [] and not root.disabled
+
+
 def test_fire_concats_share_one_scale(tiny_export):
     """CPU flavour: both expand branches and their Concat carry one scale, so ORT copies, not requantizes."""
     for name in ("model.int8.cpu.onnx",):
