@@ -13,7 +13,9 @@ preprocessing spec, not special cases anywhere else.
     version uint16             2 (1 is read too)
     header  uint32 length n, then n bytes of zlib-deflated UTF-8 JSON: model config, labels (or,
             version 2, {"builtin": "imagenet-1k"} for the ImageNet names shipped with edge-squeeze),
-            preprocessing, and one entry per tensor {name, shape, kind, ...} in stream order
+            preprocessing, one entry per tensor {name, shape, kind, ...} in stream order, and
+            "body_crc32", the CRC-32 of all the bodies (files written before it was added lack it
+            and are read unchecked; readers that predate it ignore it)
     body    per tensor, in header order:
             kind "sparse": codebook (float32 x 2**bits), float16 scale per output channel
                            (weights are shared in units of their channel's maximum), then a Huffman-coded stream of
@@ -521,6 +523,9 @@ def _pack(
         "compression": dataclasses.asdict(options),
         "tensors": entries,
     }
+    # zlib's own check covers the header; a damaged weight would otherwise decode to a silently wrong
+    # model (a flipped byte in a codebook or Huffman stream reads as another value)
+    header["body_crc32"] = zlib.crc32(b"".join(bodies))
     head = json.dumps(header, separators=(",", ":")).encode()
     packed = zlib.compress(head, 9)  # the header is mostly Huffman tables (and custom labels)
     blob = io.BytesIO()
@@ -739,13 +744,21 @@ def read_esqz(path: Union[str, os.PathLike[str]]) -> EsqzModel:
     except (zlib.error, ValueError) as exc:
         raise EdgeSqueezeError(f"{path} is truncated or corrupt (unreadable header)") from exc
     offset = 10 + head_len
-    state: Dict[str, np.ndarray] = {}
+    bodies = []
     for entry in header["tensors"]:
         size = int(entry["bytes"])
         body = data[offset : offset + size]
         if len(body) < size:
             raise EdgeSqueezeError(f"{path} is truncated: tensor {entry['name']} is cut short")
         offset += size
+        bodies.append(body)
+    if "body_crc32" in header and zlib.crc32(data[10 + head_len : offset]) != header["body_crc32"]:
+        raise EdgeSqueezeError(
+            f"{path} is corrupt: its weights fail their checksum (damaged on disk or in transfer); "
+            "copy it again or re-run edge-squeeze compress"
+        )
+    state: Dict[str, np.ndarray] = {}
+    for entry, body in zip(header["tensors"], bodies):
         if entry["kind"] == "dense":
             state[entry["name"]] = np.frombuffer(body, np.float16).astype(np.float32).reshape(entry["shape"])
         else:

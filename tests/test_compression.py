@@ -116,6 +116,21 @@ def test_bad_esqz_files(esqz, tmp_path):
             read_esqz(path)
 
 
+def test_damaged_weights_fail_the_checksum(esqz, tmp_path):
+    import json
+    import zlib
+
+    data = bytearray(esqz.read_bytes())
+    (head_len,) = struct.unpack("<I", data[6:10])
+    first = json.loads(zlib.decompress(bytes(data[10 : 10 + head_len])))["tensors"][0]
+    assert first["kind"] == "sparse"  # its body opens with the float32 codebook
+    data[10 + head_len + 4] ^= 0x40  # codebook entry 1: decodes fine, to another value
+    path = tmp_path / "damaged.esqz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(EdgeSqueezeError, match=r"damaged\.esqz is corrupt: its weights fail their checksum"):
+        read_esqz(path)
+
+
 def test_cli_bad_esqz_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.esqz"
     bad.write_bytes(b"garbage!")
