@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -514,8 +515,6 @@ def _pack(
     entries: List[Dict[str, Any]],
     bodies: List[bytes],
 ) -> bytes:
-    import zlib
-
     header = {
         "config": config,
         "labels": _labels_entry(labels),
@@ -525,15 +524,15 @@ def _pack(
     }
     # zlib's own check covers the header; a damaged weight would otherwise decode to a silently wrong
     # model (a flipped byte in a codebook or Huffman stream reads as another value)
-    header["body_crc32"] = zlib.crc32(b"".join(bodies))
+    payload = b"".join(bodies)
+    header["body_crc32"] = zlib.crc32(payload)
     head = json.dumps(header, separators=(",", ":")).encode()
     packed = zlib.compress(head, 9)  # the header is mostly Huffman tables (and custom labels)
     blob = io.BytesIO()
     blob.write(MAGIC)
     blob.write(struct.pack("<HI", VERSION, len(packed)))
     blob.write(packed)
-    for body in bodies:
-        blob.write(body)
+    blob.write(payload)
     return blob.getvalue()
 
 
@@ -722,8 +721,6 @@ class EsqzModel:
 
 def read_esqz(path: Union[str, os.PathLike[str]]) -> EsqzModel:
     """Decompress an ``.esqz`` file to float weights, with one clear error for a bad file."""
-    import zlib
-
     path = Path(path)
     if not path.is_file():
         raise EdgeSqueezeError(f".esqz file not found: {path}")

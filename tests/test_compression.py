@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -117,9 +119,6 @@ def test_bad_esqz_files(esqz, tmp_path):
 
 
 def test_damaged_weights_fail_the_checksum(esqz, tmp_path):
-    import json
-    import zlib
-
     data = bytearray(esqz.read_bytes())
     (head_len,) = struct.unpack("<I", data[6:10])
     first = json.loads(zlib.decompress(bytes(data[10 : 10 + head_len])))["tensors"][0]
