@@ -1,11 +1,11 @@
 """Deep Compression without retraining: sparsity x bits -> bytes and top-1, and the paper's size table.
 
-    .venv/bin/python benchmarks/compression.py [--shared ../shared] [--calib-count 200]
+    .venv/bin/python benchmarks/compression.py [--shared ../shared] [--calib-count 200] [--arch ARCH]
 
 Rows marked "calibrated" choose each code to keep its layer's outputs on ``calib/`` images
 (``edge-squeeze compress --calib``); the others round each weight to its nearest codebook entry.
 Top-1 is always on ``val/``, which calibration never sees. Writes benchmarks/results/compression.json
-and compression.md (about 20 minutes on a 2-core CPU).
+and compression.md (about 70 minutes on a 2-core CPU; ``--arch squeezenet1_1`` alone about 35).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_squeeze.compression import CompressOptions, read_esqz, write_esqz
+from edge_squeeze.compression import CompressOptions, measure_layer_costs, read_esqz, write_esqz
 from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, load_eval_set
 from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
 from edge_squeeze.labels import load_labels
@@ -105,6 +105,8 @@ def main() -> None:
                     (0.0, 4, (("classifier", 3),), True, None),
                     (0.3, 5, (("classifier", 4),), True, None),
                     (0.0, 6, (), True, 500_000),
+                    (0.0, 6, (), True, 550_000),
+                    (0.0, 6, (), True, 600_000),
                 ]
                 if arch == "squeezenet1_1"
                 else [
@@ -115,19 +117,24 @@ def main() -> None:
                     (0.0, 5, (), True, None),
                 ]
             )
+            costs = {}  # budgets on the same options share one sensitivity measurement
             for sparsity, bits, layer_bits, calibrated, max_bytes in grid:
                 out = Path(tmp) / f"{arch}-{sparsity}-{bits}.esqz"
                 fresh = load_model(weights, arch=arch, labels=labels)
+                options = CompressOptions(sparsity=sparsity, bits=bits, layer_bits=layer_bits)
+                if calibrated and max_bytes is not None and options not in costs:
+                    costs[options] = measure_layer_costs(fresh.model, calibration, options)
                 size = write_esqz(
                     out,
                     fresh.model.state_dict(),
                     fresh.config.to_dict(),
                     fresh.labels,
                     fresh.preprocess,
-                    CompressOptions(sparsity=sparsity, bits=bits, layer_bits=layer_bits),
+                    options,
                     model=fresh.model,
                     calibration=calibration if calibrated else None,
                     max_bytes=max_bytes,
+                    layer_costs=costs.get(options) if calibrated else None,
                 )
                 model, _ = model_from(out)
                 layer_levels = ()

@@ -662,6 +662,7 @@ def write_esqz(
     calibration: Optional[np.ndarray] = None,
     progress: bool = False,
     max_bytes: Optional[int] = None,
+    layer_costs: Optional[List[Any]] = None,
 ) -> int:
     """Write an ``.esqz`` file atomically; returns its size in bytes (see :func:`compress_state_dict`).
 
@@ -669,6 +670,9 @@ def write_esqz(
     measured sensitivity when ``calibration`` is given). Calibrated codes compress a little
     differently from the per-layer measurement, so an over-budget result is redone (up to twice)
     on a budget tightened by the excess; a file that still comes out larger is not written.
+    ``layer_costs``, a :func:`measure_layer_costs` result for the same float model, calibration
+    images and options, stands in for that measurement, so several budgets can be tried on one
+    (it is most of the time a budget takes).
     """
     if calibration is not None:
         options = dataclasses.replace(options, calibration_images=len(calibration))
@@ -677,7 +681,14 @@ def write_esqz(
     costs: Optional[Callable[[], List[Any]]] = None
     original = None
     if max_bytes is not None and calibration is not None:
-        measured: List[Any] = []
+        if layer_costs is not None:
+            convs = {name for name, value in state.items() if _as_array(value).ndim == 4}
+            if {cost.layer for cost in layer_costs} != convs:
+                raise EdgeSqueezeError(
+                    "layer_costs were measured on another model (their layers differ from this one's "
+                    "conv weights): measure them with measure_layer_costs on this model"
+                )
+        measured: List[Any] = list(layer_costs or [])
 
         def measure() -> List[Any]:  # once, and only if the budget needs it
             if not measured:

@@ -449,3 +449,70 @@ def test_calibrated_budget_that_already_fits_skips_the_measurement(
         tmp_path / "fit.esqz", b.model.state_dict(), *args, model=b.model, calibration=images, max_bytes=10**8
     )
     assert size <= 10**8 and not compression.read_esqz(tmp_path / "fit.esqz").compression["layer_levels"]
+
+
+def test_calibrated_budget_on_a_given_measurement_writes_the_same_file(
+    tiny_checkpoint, pattern_dataset, tmp_path, monkeypatch
+):
+    pytest.importorskip("torch")
+    from edge_squeeze import compression
+    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
+    from edge_squeeze.weights import load_model
+
+    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 8), b.preprocess).data
+    args = (b.config.to_dict(), b.labels, b.preprocess, compression.CompressOptions(bits=4))
+    budget = int(compression.write_esqz(tmp_path / "full.esqz", b.model.state_dict(), *args) * 0.8)
+    costs = compression.measure_layer_costs(b.model, images, args[-1])
+    measured = compression.write_esqz(
+        tmp_path / "measured.esqz",
+        b.model.state_dict(),
+        *args,
+        model=b.model,
+        calibration=images,
+        max_bytes=budget,
+    )
+
+    def never(*args, **kwargs):
+        raise AssertionError("the given measurement should have been used")
+
+    monkeypatch.setattr(compression, "measure_layer_costs", never)
+    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    given = compression.write_esqz(
+        tmp_path / "given.esqz",
+        b.model.state_dict(),
+        *args,
+        model=b.model,
+        calibration=images,
+        max_bytes=budget,
+        layer_costs=costs,
+    )
+    assert given == measured <= budget
+    assert (tmp_path / "given.esqz").read_bytes() == (tmp_path / "measured.esqz").read_bytes()
+
+
+def test_calibrated_budget_refuses_a_measurement_of_another_model(tiny_checkpoint, pattern_dataset, tmp_path):
+    pytest.importorskip("torch")
+    from edge_squeeze.bit_allocation import LayerCost
+    from edge_squeeze.compression import CompressOptions, Grid, write_esqz
+    from edge_squeeze.errors import EdgeSqueezeError
+    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
+    from edge_squeeze.weights import load_model
+
+    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 8), b.preprocess).data
+    other = [LayerCost("features.0.weight", Grid(4), 100, 0.1)]  # a model with a single conv
+    with pytest.raises(EdgeSqueezeError, match="another model"):
+        write_esqz(
+            tmp_path / "x.esqz",
+            b.model.state_dict(),
+            b.config.to_dict(),
+            b.labels,
+            b.preprocess,
+            CompressOptions(bits=4),
+            model=b.model,
+            calibration=images,
+            max_bytes=1000,
+            layer_costs=other,
+        )
+    assert not (tmp_path / "x.esqz").exists()
