@@ -398,13 +398,39 @@ def test_uniform_grid_shares_on_steps_of_the_channel_maximum():
     np.testing.assert_array_equal(decompress_tensor(entry, body), shared.weight())
 
 
+def _tiny_model(checkpoint):
+    from edge_squeeze.weights import load_model
+
+    return load_model(checkpoint, arch="squeezenet1_1", image_size=64)
+
+
+def _budget_case(checkpoint, dataset, tmp_path):
+    """8 calibration images for the tiny SqueezeNet 1.1, the ``write_esqz`` arguments after the state
+    dict (4-bit options last), and a budget of 80 % of its uncalibrated 4-bit file."""
+    from edge_squeeze.compression import CompressOptions, write_esqz
+    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
+
+    b = _tiny_model(checkpoint)
+    images = CalibrationSet(select_calibration_images(dataset / "train", 8), b.preprocess).data
+    args = (b.config.to_dict(), b.labels, b.preprocess, CompressOptions(bits=4))
+    return images, args, int(write_esqz(tmp_path / "full.esqz", b.model.state_dict(), *args) * 0.8)
+
+
+def _write_calibrated(path, checkpoint, images, args, max_bytes, **kwargs):
+    """A fresh tiny model's calibrated file (calibration changes the model it is given)."""
+    from edge_squeeze import compression
+
+    b = _tiny_model(checkpoint)
+    return compression.write_esqz(
+        path, b.model.state_dict(), *args, model=b.model, calibration=images, max_bytes=max_bytes, **kwargs
+    )
+
+
 def test_calibrated_budget_is_refitted_when_the_first_file_overshoots(
     tiny_checkpoint, pattern_dataset, tmp_path, monkeypatch, caplog
 ):
     pytest.importorskip("torch")
     from edge_squeeze import compression
-    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-    from edge_squeeze.weights import load_model
 
     measure = compression.measure_layer_costs
 
@@ -412,21 +438,9 @@ def test_calibrated_budget_is_refitted_when_the_first_file_overshoots(
         return [dataclasses.replace(c, bytes=int(c.bytes * 0.7)) for c in measure(*args, **kwargs)]
 
     monkeypatch.setattr(compression, "measure_layer_costs", understated)
-    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
-    images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 8), b.preprocess).data
-    args = (b.config.to_dict(), b.labels, b.preprocess, compression.CompressOptions(bits=4))
-    full = compression.write_esqz(tmp_path / "full.esqz", b.model.state_dict(), *args)
-    budget = int(full * 0.8)
-    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    images, args, budget = _budget_case(tiny_checkpoint, pattern_dataset, tmp_path)
     with caplog.at_level(logging.INFO, logger="edge_squeeze"):
-        size = compression.write_esqz(
-            tmp_path / "fit.esqz",
-            b.model.state_dict(),
-            *args,
-            model=b.model,
-            calibration=images,
-            max_bytes=budget,
-        )
+        size = _write_calibrated(tmp_path / "fit.esqz", tiny_checkpoint, images, args, budget)
     assert "refitting" in caplog.text and size <= budget
 
 
@@ -435,19 +449,13 @@ def test_calibrated_budget_that_already_fits_skips_the_measurement(
 ):
     pytest.importorskip("torch")
     from edge_squeeze import compression
-    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-    from edge_squeeze.weights import load_model
 
     def never(*args, **kwargs):
         raise AssertionError("a budget the full-width file meets needs no sensitivity measurement")
 
     monkeypatch.setattr(compression, "measure_layer_costs", never)
-    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
-    images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 8), b.preprocess).data
-    args = (b.config.to_dict(), b.labels, b.preprocess, compression.CompressOptions(bits=4))
-    size = compression.write_esqz(
-        tmp_path / "fit.esqz", b.model.state_dict(), *args, model=b.model, calibration=images, max_bytes=10**8
-    )
+    images, args, _ = _budget_case(tiny_checkpoint, pattern_dataset, tmp_path)
+    size = _write_calibrated(tmp_path / "fit.esqz", tiny_checkpoint, images, args, 10**8)
     assert size <= 10**8 and not compression.read_esqz(tmp_path / "fit.esqz").compression["layer_levels"]
 
 
@@ -456,36 +464,17 @@ def test_calibrated_budget_on_a_given_measurement_writes_the_same_file(
 ):
     pytest.importorskip("torch")
     from edge_squeeze import compression
-    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-    from edge_squeeze.weights import load_model
 
-    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
-    images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 8), b.preprocess).data
-    args = (b.config.to_dict(), b.labels, b.preprocess, compression.CompressOptions(bits=4))
-    budget = int(compression.write_esqz(tmp_path / "full.esqz", b.model.state_dict(), *args) * 0.8)
-    costs = compression.measure_layer_costs(b.model, images, args[-1])
-    measured = compression.write_esqz(
-        tmp_path / "measured.esqz",
-        b.model.state_dict(),
-        *args,
-        model=b.model,
-        calibration=images,
-        max_bytes=budget,
-    )
+    images, args, budget = _budget_case(tiny_checkpoint, pattern_dataset, tmp_path)
+    costs = compression.measure_layer_costs(_tiny_model(tiny_checkpoint).model, images, args[-1])
+    measured = _write_calibrated(tmp_path / "measured.esqz", tiny_checkpoint, images, args, budget)
 
     def never(*args, **kwargs):
         raise AssertionError("the given measurement should have been used")
 
     monkeypatch.setattr(compression, "measure_layer_costs", never)
-    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
-    given = compression.write_esqz(
-        tmp_path / "given.esqz",
-        b.model.state_dict(),
-        *args,
-        model=b.model,
-        calibration=images,
-        max_bytes=budget,
-        layer_costs=costs,
+    given = _write_calibrated(
+        tmp_path / "given.esqz", tiny_checkpoint, images, args, budget, layer_costs=costs
     )
     assert given == measured <= budget
     assert (tmp_path / "given.esqz").read_bytes() == (tmp_path / "measured.esqz").read_bytes()
@@ -494,25 +483,10 @@ def test_calibrated_budget_on_a_given_measurement_writes_the_same_file(
 def test_calibrated_budget_refuses_a_measurement_of_another_model(tiny_checkpoint, pattern_dataset, tmp_path):
     pytest.importorskip("torch")
     from edge_squeeze.bit_allocation import LayerCost
-    from edge_squeeze.compression import CompressOptions, Grid, write_esqz
-    from edge_squeeze.errors import EdgeSqueezeError
-    from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.compression import Grid
 
-    b = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
-    images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 8), b.preprocess).data
+    images, args, budget = _budget_case(tiny_checkpoint, pattern_dataset, tmp_path)
     other = [LayerCost("features.0.weight", Grid(4), 100, 0.1)]  # a model with a single conv
     with pytest.raises(EdgeSqueezeError, match="another model"):
-        write_esqz(
-            tmp_path / "x.esqz",
-            b.model.state_dict(),
-            b.config.to_dict(),
-            b.labels,
-            b.preprocess,
-            CompressOptions(bits=4),
-            model=b.model,
-            calibration=images,
-            max_bytes=1000,
-            layer_costs=other,
-        )
+        _write_calibrated(tmp_path / "x.esqz", tiny_checkpoint, images, args, budget, layer_costs=other)
     assert not (tmp_path / "x.esqz").exists()
