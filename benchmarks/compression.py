@@ -134,7 +134,7 @@ def main() -> None:
                     model=fresh.model,
                     calibration=calibration if calibrated else None,
                     max_bytes=max_bytes,
-                    layer_costs=costs.get(options) if calibrated else None,
+                    layer_costs=costs.get(options),
                 )
                 model, _ = model_from(out)
                 layer_levels = ()

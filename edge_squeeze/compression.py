@@ -446,6 +446,11 @@ def decompress_tensor(entry: Dict[str, Any], body: bytes) -> np.ndarray:
     return (flat.reshape(shape[0], -1) * scales[:, None]).reshape(shape)
 
 
+def _shared_layer_names(state: Dict[str, Any]) -> List[str]:
+    """The state-dict entries a file shares on a grid (the conv weights); the rest are stored dense."""
+    return [name for name, value in state.items() if _as_array(value).ndim == 4]
+
+
 def _share(
     name: str, weight: np.ndarray, options: CompressOptions, grid: Grid, hessian: Optional[np.ndarray] = None
 ) -> SharedWeights:
@@ -480,9 +485,10 @@ def compress_state_dict(
         share_sequentially(model, calibration, round_layer, progress=progress)
         state = model.state_dict()
     entries, bodies = [], []
+    sharable = set(_shared_layer_names(state))
     for name, value in state.items():
         arr = _as_array(value)
-        if arr.ndim == 4:
+        if name in sharable:
             weights = shared.get(name) or _share(name, arr, options, _layer_grid(name, options))
             entry, body = encode_shared(weights, options.index_bits)
         else:
@@ -595,7 +601,7 @@ def fit_layer_bits(
     sharing, which is exact for uncalibrated files.
     """
     arrays = {name: _as_array(v) for name, v in state.items()}
-    convs = [name for name, a in arrays.items() if a.ndim == 4]
+    convs = _shared_layer_names(arrays)
     encoded: Dict[Tuple[str, Grid], Tuple[Dict[str, Any], bytes]] = {}
 
     def encode(name: str, grid: Grid) -> Tuple[Dict[str, Any], bytes]:
@@ -681,13 +687,11 @@ def write_esqz(
     costs: Optional[Callable[[], List[Any]]] = None
     original = None
     if max_bytes is not None and calibration is not None:
-        if layer_costs is not None:
-            convs = {name for name, value in state.items() if _as_array(value).ndim == 4}
-            if {cost.layer for cost in layer_costs} != convs:
-                raise EdgeSqueezeError(
-                    "layer_costs were measured on another model (their layers differ from this one's "
-                    "conv weights): measure them with measure_layer_costs on this model"
-                )
+        if layer_costs is not None and {c.layer for c in layer_costs} != set(_shared_layer_names(state)):
+            raise EdgeSqueezeError(
+                "layer_costs were measured on another model (their layers differ from this one's "
+                "conv weights): measure them with measure_layer_costs on this model"
+            )
         measured: List[Any] = list(layer_costs or [])
 
         def measure() -> List[Any]:  # once, and only if the budget needs it
