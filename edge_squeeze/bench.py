@@ -86,6 +86,8 @@ class BenchOptions:
     iterations: Optional[int] = None  # overrides duration_s
     min_iterations: int = 30
     data: Optional[Path] = None  # labelled images: top-1 per row, and real inputs
+    tensorrt: Optional[Any] = None  # runtimes.tensorrt_backend.TensorRTOptions
+    int8_flavour: str = "auto"  # ONNX Runtime on a CPU: which INT8 file of an export runs
 
 
 def load_frames(data: Optional[Path], count: int = 64) -> List[np.ndarray]:
@@ -157,7 +159,13 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
     """One row per batch size for the model at ``path``."""
     from .classifier import Classifier
 
-    clf = Classifier(path, backend=options.backend, threads=options.threads)
+    clf = Classifier(
+        path,
+        backend=options.backend,
+        threads=options.threads,
+        int8_flavour=options.int8_flavour,
+        tensorrt=options.tensorrt,
+    )
     info = clf.info
     accuracy = None
     if options.data is not None:
@@ -168,7 +176,12 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
     for batch in options.batches:
         if info.max_batch is not None and batch > info.max_batch:
             log.warning(
-                "%s: batch %d exceeds the engine's profile maximum %d; skipped", path, batch, info.max_batch
+                "%s: batch %d exceeds the engine's profile maximum %d (it would run in slices); skipped: "
+                "build the engine with --batch-profile 1,1,%d to time it",
+                path,
+                batch,
+                info.max_batch,
+                batch,
             )
             continue
         images = [frames[i % len(frames)] for i in range(batch)]

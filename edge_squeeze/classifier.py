@@ -23,10 +23,14 @@ import numpy as np
 from .errors import EdgeSqueezeError
 from .metadata import ArtifactMetadata
 from .preprocess import ImageInput, preprocess
+from .runtimes.base import Backend, BackendInfo
+from .runtimes.onnxruntime_backend import OrtOptions
+from .runtimes.tensorrt_backend import TensorRTOptions
 
 log = logging.getLogger("edge_squeeze")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "pytorch")
+TORCH_SUFFIXES = (".pt", ".pth", ".esqz", ".net")
 _LOGGED_FALLBACKS: Set[str] = set()
 
 
@@ -58,19 +62,22 @@ def _log_fallback_once(message: str) -> None:
         log.info(message)
 
 
-def _engine_path_for(path: Path) -> bool:
-    return path.suffix in (".engine", ".plan", ".trt")
-
-
 def load_backend(
     path: Union[str, os.PathLike[str]],
     backend: str = "auto",
-    precision: Optional[str] = None,
+    tensorrt: Optional[TensorRTOptions] = None,
+    onnxruntime: Optional[OrtOptions] = None,
     threads: int = 0,
-    **options: Any,
-) -> Any:
-    """Open ``path`` with the named backend; ``"auto"`` tries TensorRT engine > TensorRT from ONNX >
-    ONNX Runtime CUDA > ONNX Runtime CPU, logging each fallback once with its reason."""
+) -> Backend:
+    """Open ``path`` with the named backend, each configured by its own options object.
+
+    ``"auto"`` tries TensorRT engine > TensorRT from ONNX > ONNX Runtime CUDA > ONNX Runtime CPU; when
+    an optional backend cannot load (not installed, no GPU, a failed build or any other error), it
+    logs why once and falls back to the next one.
+    """
+    from .runtimes import onnxruntime_backend as ortb
+    from .runtimes import tensorrt_backend as trtb
+
     path = Path(path)
     if backend not in BACKENDS:
         raise EdgeSqueezeError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -78,44 +85,44 @@ def load_backend(
         raise EdgeSqueezeError(
             f"model not found: {path} (check the path, or export one with edge-squeeze export)"
         )
-    if backend == "pytorch" or (path.suffix in (".pt", ".pth", ".esqz", ".net") and backend == "auto"):
+    trt_options = tensorrt or TensorRTOptions()
+    ort_options = onnxruntime or OrtOptions(threads=threads)
+    if backend == "pytorch" or (path.suffix in TORCH_SUFFIXES and backend == "auto"):
         from .runtimes import torch_backend
 
         return torch_backend.load(path, threads=threads)
-    if _engine_path_for(path) or backend == "tensorrt":
-        from .runtimes import tensorrt_backend
-
-        return tensorrt_backend.load(path, precision=precision, **options)
+    if path.suffix in trtb.ENGINE_SUFFIXES or backend == "tensorrt":
+        return trtb.load(path, trt_options)
     if backend == "auto":
-        from .runtimes import tensorrt_backend
-
-        reason = tensorrt_backend.unavailable_reason()
+        reason = trtb.unavailable_reason()
         if reason is None:
             try:
-                return tensorrt_backend.load(path, precision=precision, **options)
-            except EdgeSqueezeError as exc:
+                return trtb.load(path, trt_options)
+            except Exception as exc:  # any failure of the optional backend falls back, with its reason
                 _log_fallback_once(f"TensorRT not used for {path.name}: {exc}")
         else:
             _log_fallback_once(f"TensorRT not used: {reason}")
-    from .runtimes import onnxruntime_backend as ortb
-
     if backend in ("auto", "onnxruntime-cuda"):
         if "CUDAExecutionProvider" in ortb.available_providers():
-            return ortb.load(path, ortb.OrtOptions(providers=("cuda",), threads=threads))
+            return ortb.load(path, dataclasses.replace(ort_options, providers=("cuda",)))
         if backend == "onnxruntime-cuda":
             raise EdgeSqueezeError(
                 "ONNX Runtime's CUDA provider is not installed: pip install onnxruntime-gpu"
             )
         _log_fallback_once("ONNX Runtime CUDA not used: onnxruntime-gpu is not installed; running on the CPU")
-    return ortb.load(path, ortb.OrtOptions(providers=("cpu",), threads=threads, **options))
+    return ortb.load(path, ort_options)
 
 
 class Classifier:
     """Classify images with a model file alone: its labels and preprocessing travel inside it.
 
     ``backend``: ``"auto"`` (TensorRT engine > TensorRT from ONNX > ONNX Runtime CUDA > CPU),
-    ``"tensorrt"``, ``"onnxruntime"``, ``"onnxruntime-cuda"`` or ``"pytorch"``. ``precision``
-    applies when TensorRT builds an engine from an ONNX model. Safe to share between threads.
+    ``"tensorrt"``, ``"onnxruntime"``, ``"onnxruntime-cuda"`` or ``"pytorch"``. Each backend takes
+    its own options object (``tensorrt=TensorRTOptions(...)``, ``onnxruntime=OrtOptions(...)``); the
+    common ones have shortcuts: ``precision`` and ``cuda_graph`` for TensorRT (the precision an
+    engine is built in from an ONNX model; batch-1 launches replayed from a CUDA graph),
+    ``int8_flavour`` for ONNX Runtime (``"auto"``, ``"qdq"`` or ``"cpu"``), ``threads`` for the CPU
+    runtimes. Safe to share between threads.
     """
 
     def __init__(
@@ -125,10 +132,19 @@ class Classifier:
         precision: Optional[str] = None,
         threads: int = 0,
         topk: int = 5,
-        **options: Any,
+        cuda_graph: bool = False,
+        int8_flavour: str = "auto",
+        tensorrt: Optional[TensorRTOptions] = None,
+        onnxruntime: Optional[OrtOptions] = None,
     ) -> None:
         self.path = Path(path)
-        self.backend = load_backend(self.path, backend, precision=precision, threads=threads, **options)
+        trt_options = tensorrt or TensorRTOptions()
+        if precision is not None:
+            trt_options = dataclasses.replace(trt_options, precision=precision)
+        if cuda_graph:
+            trt_options = dataclasses.replace(trt_options, cuda_graph=True)
+        ort_options = onnxruntime or OrtOptions(threads=threads, int8_flavour=int8_flavour)
+        self.backend = load_backend(self.path, backend, trt_options, ort_options, threads)
         self.metadata: ArtifactMetadata = self.backend.metadata
         self.labels = self.metadata.labels
         self.spec = self.metadata.preprocess
@@ -145,7 +161,7 @@ class Classifier:
             )
 
     @property
-    def info(self) -> Any:
+    def info(self) -> BackendInfo:
         return self.backend.info
 
     def __repr__(self) -> str:

@@ -139,28 +139,38 @@ def cmd_export(args: argparse.Namespace) -> int:
                 )
         _print_table(rows, ("model", "top-1", "top-5", "agrees w/ fp32"))
     if args.engine:
-        from .export.tensorrt_build import build_engine_cli
-        from .runtimes.tensorrt_backend import unavailable_reason
-
-        reason = unavailable_reason()
-        if reason is not None:
-            raise EdgeSqueezeError(f"exported, but cannot build the TensorRT engine here: {reason}")
-        return build_engine_cli(Path(args.out) / ("model.int8.onnx" if args.int8 else "model.onnx"), args)
+        precision = args.engine_precision or ("int8" if args.int8 else "fp16")
+        # INT8 builds from the Q/DQ model when one was written; everything else from the fp32 model
+        name = "model.int8.onnx" if precision == "int8" and args.int8 else "model.onnx"
+        _build_engine(Path(args.out) / name, precision, args, exported=True)
     return 0
 
 
 # --- predict / eval ----------------------------------------------------------------------------
 
 
+def _tensorrt_options(args: argparse.Namespace) -> Any:
+    from .runtimes.tensorrt_backend import TensorRTOptions
+
+    return TensorRTOptions(
+        precision=getattr(args, "precision", None),
+        profile=getattr(args, "batch_profile", None),
+        dla_core=getattr(args, "dla_core", None),
+        cuda_graph=getattr(args, "cuda_graph", False),
+    )
+
+
 def _classifier(args: argparse.Namespace) -> Any:
     from .classifier import Classifier
+    from .runtimes.onnxruntime_backend import OrtOptions
 
     return Classifier(
         args.model,
         backend=args.backend,
-        precision=getattr(args, "precision", None),
         threads=args.threads,
         topk=getattr(args, "topk", 5),
+        tensorrt=_tensorrt_options(args),
+        onnxruntime=OrtOptions(threads=args.threads, int8_flavour=args.int8_flavour),
     )
 
 
@@ -223,9 +233,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         iterations=args.iterations,
         data=Path(args.data) if args.data else None,
+        tensorrt=_tensorrt_options(args),
+        int8_flavour=args.int8_flavour,
     )
     if any(b < 1 for b in options.batches):
         raise EdgeSqueezeError("--batch takes positive sizes, e.g. 1,8,32")
+    if options.tensorrt.profile is None and max(options.batches) > 8:
+        # an engine built from ONNX for this run covers its largest batch in one launch
+        options.tensorrt.profile = f"1,1,{max(options.batches)}"
     frames = load_frames(options.data)
     rows = []
     for model in args.models:
@@ -302,40 +317,104 @@ def cmd_camera(args: argparse.Namespace) -> int:
 # --- build-engine ------------------------------------------------------------------------------
 
 
-def cmd_build_engine(args: argparse.Namespace) -> int:
-    from .export.tensorrt_build import build_engine_cli
+def _build_engine(model: Path, precision: str, args: argparse.Namespace, exported: bool = False) -> Path:
+    from .export.tensorrt_build import DEFAULT_WORKSPACE_MB, BuildOptions, build_engine, resolve_profile
     from .runtimes.tensorrt_backend import unavailable_reason
 
+    if not model.is_file():
+        raise EdgeSqueezeError(f"ONNX model not found: {model}")
     reason = unavailable_reason()
     if reason is not None:
-        raise EdgeSqueezeError(f"cannot build a TensorRT engine here: {reason}")
-    return build_engine_cli(Path(args.model), args)
+        what = (
+            "exported, but cannot build the TensorRT engine here"
+            if exported
+            else "cannot build a TensorRT engine here"
+        )
+        raise EdgeSqueezeError(f"{what}: {reason}")
+    options = BuildOptions(
+        precision=precision,
+        profile=resolve_profile(args.batch_profile, args.dla_core is not None),
+        workspace_mb=args.workspace or DEFAULT_WORKSPACE_MB,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        dla_core=args.dla_core,
+        optimization_level=args.optimization_level,
+        int8_mode=args.int8_mode,
+        calibrator=args.calibrator,
+        calib_dir=Path(args.calib) if args.calib else None,
+        calib_count=args.calib_count,
+    )
+    out = Path(args.output) if getattr(args, "output", None) else None
+    path, _ = build_engine(model, options, out)
+    return path
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from .runtimes.tensorrt_backend import default_precision
+
+    model = Path(args.model)
+    _build_engine(model, args.precision or default_precision(model), args)
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .export.tensorrt_build import iter_precisions
+    from .selftest import SelftestOptions, run_selftest
+
+    report = run_selftest(
+        SelftestOptions(
+            export_dir=Path(args.export_dir),
+            data=Path(args.data),
+            precisions=tuple(iter_precisions(args.precision)),
+            out=Path(args.out) if args.out else None,
+            iterations=args.iterations,
+            dla_core=args.dla_core,
+            calib=Path(args.calib) if args.calib else None,
+        )
+    )
+    folder = Path(args.out) if args.out else Path(args.export_dir) / "selftest"
+    for row in report["engines"]:
+        detail = "; ".join(row.get("problems", []))
+        top1 = f" top-1 {100 * row['top1']:.1f}%" if "top1" in row else ""
+        print(f"{row['precision']:>5}: {row['status']}{top1}{' (' + detail + ')' if detail else ''}")
+    if not report["passed"]:
+        raise EdgeSqueezeError(f"TensorRT selftest did not pass; report in {folder}/selftest.md")
+    print(f"TensorRT selftest passed; report in {folder}/selftest.md")
+    return 0
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-profile", default="1,1,8", help="MIN,OPT,MAX batch (default 1,1,8)")
+    """Options for building a TensorRT engine (build-engine, export --engine)."""
+    p.add_argument(
+        "--batch-profile",
+        help="MIN,OPT,MAX batch, or MAX for 1,MAX,MAX (default 1,1,8; a static N,N,N on DLA, default 1,1,1)",
+    )
     p.add_argument(
         "--workspace", type=int, help="builder workspace in MiB (default 512: safe on 4 GB Jetsons)"
     )
     p.add_argument("--timing-cache", help="timing cache file, reused across builds")
-    p.add_argument("--dla-core", type=int, help="run on this DLA core (Xavier/Orin), GPU fallback on")
+    p.add_argument(
+        "--dla-core",
+        type=int,
+        help="build for this DLA core (Xavier/Orin, TensorRT <= 10): fp16, or int8 calibrated with --calib; "
+        "static batch; layers DLA cannot run fall back to the GPU",
+    )
     p.add_argument(
         "--optimization-level",
         type=int,
         choices=range(6),
-        help="builder optimization level (TensorRT >= 8.6)",
+        help="builder optimization level (TensorRT >= 8.6; 8.5 ignores it with a warning)",
     )
     p.add_argument(
         "--int8-mode",
         choices=["auto", "explicit", "implicit"],
         default="auto",
-        help="explicit: from Q/DQ nodes; implicit: calibrator (TensorRT <= 10)",
+        help="explicit: from Q/DQ nodes; implicit: calibrator on the device (TensorRT <= 10)",
     )
     p.add_argument(
         "--calibrator",
         choices=["entropy", "minmax"],
         default="entropy",
-        help="implicit INT8 calibrator (DLA needs entropy)",
+        help="implicit INT8 calibrator (default entropy: IInt8EntropyCalibrator2)",
     )
 
 
@@ -438,6 +517,17 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
         "--precision", choices=["fp32", "fp16", "int8"], help="engine precision when TensorRT builds one"
     )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the runtime's default)")
+    p.add_argument(
+        "--int8-flavour",
+        choices=["auto", "qdq", "cpu"],
+        default="auto",
+        help="ONNX Runtime on a CPU: which INT8 file of an export runs (auto: the faster here)",
+    )
+    p.add_argument("--batch-profile", help="TensorRT: MIN,OPT,MAX batch of an engine built from ONNX")
+    p.add_argument("--dla-core", type=int, help="TensorRT: build and run on this DLA core")
+    p.add_argument(
+        "--cuda-graph", action="store_true", help="TensorRT: replay batch-1 launches from a CUDA graph"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -487,8 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine", action="store_true", help="also build a TensorRT engine (needs TensorRT and a GPU)"
     )
     p.add_argument(
-        "--engine-precision", choices=["fp32", "fp16", "int8"], help="default: int8 with --int8, else fp16"
+        "--engine-precision",
+        choices=["fp32", "fp16", "int8"],
+        help="default: int8 with --int8 (from model.int8.onnx), else fp16 (from model.onnx)",
     )
+    _add_engine_args(p)
 
     p = add("predict", cmd_predict, "classify image files with a model")
     p.add_argument("model")
@@ -517,8 +610,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--calib", help="calibration images for implicit INT8")
     p.add_argument("--calib-count", type=int)
-    p.add_argument("--output", help="engine path (default: model.<precision>.engine beside the model)")
+    p.add_argument(
+        "--output", help="engine path (default: model.<precision>[.dla<N>].engine beside the model)"
+    )
     _add_engine_args(p)
+
+    p = add(
+        "selftest",
+        cmd_selftest,
+        "prove TensorRT here: build each precision, check accuracy against ONNX Runtime, time it, "
+        "compare with trtexec; writes selftest.md and selftest.json",
+    )
+    p.add_argument("export_dir", help="an edge-squeeze export folder (model.onnx, model.int8.onnx)")
+    p.add_argument("--data", required=True, help="labelled images (class subfolders or ImageNet file names)")
+    p.add_argument("--precision", default="fp32,fp16,int8", help="engines to build (default fp32,fp16,int8)")
+    p.add_argument("--out", help="report folder (default EXPORT_DIR/selftest)")
+    p.add_argument("--iterations", type=int, default=300, help="batch-1 calls timed per configuration")
+    p.add_argument("--dla-core", type=int, help="build the engines for this DLA core")
+    p.add_argument(
+        "--calib", help="calibration images: INT8 calibrated on the device instead of the Q/DQ model"
+    )
 
     p = add("train", cmd_train, "train or fine-tune SqueezeNet on class-per-subfolder images")
     p.add_argument("--data", required=True, help="DIR/<class>/*.jpg, or DIR/train/<class> + DIR/val/<class>")

@@ -28,6 +28,7 @@ INSTALL_HINTS = {
     "tqdm": "pip install tqdm",
     "matplotlib": "pip install matplotlib",
     "onnxsim": "pip install onnxsim",
+    "onnxconverter_common": "pip install onnxconverter-common",
     "cv2": "pip install opencv-python-headless (on a Jetson keep JetPack's OpenCV)",
 }
 

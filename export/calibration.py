@@ -87,12 +87,18 @@ class CalibrationSet:
 
     def fingerprint(self) -> str:
         """Which files, at which sizes and times, preprocessed how: a rerun with the same answer reuses ranges."""
-        digest = hashlib.sha256()
-        for path in self.paths:
-            st = path.stat()
-            digest.update(f"{path.name}:{st.st_size}:{int(st.st_mtime)}\n".encode())
-        digest.update(self.spec.to_json().encode())
-        return digest.hexdigest()
+        return calibration_fingerprint(self.paths, self.spec)
+
+
+def calibration_fingerprint(paths: Sequence[Path], spec: PreprocessSpec) -> str:
+    """The identity of a calibration set without reading its images: each file's name, size and
+    modification time, and the preprocessing applied to them."""
+    digest = hashlib.sha256()
+    for path in paths:
+        st = Path(path).stat()
+        digest.update(f"{Path(path).name}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+    digest.update(spec.to_json().encode())
+    return digest.hexdigest()
 
 
 def calibration_cache_key(

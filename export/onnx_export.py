@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import io
 import logging
 import os
@@ -60,10 +63,6 @@ def torch_to_onnx(model: Any, image_size: int, opset: int = DEFAULT_OPSET) -> An
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # The TorchScript exporter (dynamo=False), on purpose: torch 2.13's default dynamo exporter
-        # silently raises the opset to 18 and writes external data, which TensorRT 8.5 on JetPack 5
-        # cannot parse; this path gives one self-contained file at the opset asked for, the form
-        # TensorRT's ONNX parser has been proven against.
         torch.onnx.export(
             model,
             (dummy,),
@@ -73,9 +72,20 @@ def torch_to_onnx(model: Any, image_size: int, opset: int = DEFAULT_OPSET) -> An
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=opset,
             do_constant_folding=True,
-            dynamo=False,
+            **torchscript_exporter_kwargs(torch.onnx.export),
         )
     return inline_identity_initializers(onnx.load_from_string(buffer.getvalue()))
+
+
+def torchscript_exporter_kwargs(export: Any) -> Dict[str, Any]:
+    """The keyword that selects the TorchScript exporter, where ``torch.onnx.export`` has a choice.
+
+    On purpose: torch 2.13's default dynamo exporter silently raises the opset to 18 and writes
+    external data, which TensorRT 8.5 on JetPack 5 cannot parse; the TorchScript path gives one
+    self-contained file at the opset asked for. torch < 2.5 has no ``dynamo`` keyword (and only
+    that exporter), so it is passed only where it exists.
+    """
+    return {"dynamo": False} if "dynamo" in inspect.signature(export).parameters else {}
 
 
 def inline_identity_initializers(model: Any) -> Any:
@@ -162,6 +172,57 @@ def export_fp32(
         report["images"],
         report["max_abs_logit_diff"],
         100 * report["top1_agreement"],
+    )
+    return report
+
+
+FP16_MIN_AGREEMENT = 0.99
+
+
+def export_fp16(
+    fp32_path: Union[str, os.PathLike[str]],
+    metadata: ArtifactMetadata,
+    out_path: Union[str, os.PathLike[str]],
+    parity_batch: np.ndarray,
+) -> Optional[Dict[str, Any]]:
+    """Write the fp16 twin of an fp32 export (float32 input and output, fp16 inside), checked against
+    the fp32 file with ONNX Runtime. It is what TensorRT 10.12+ and 11 build fp16 engines from, since
+    strongly typed networks take their precision from the model. Returns the parity report, or None
+    (with one warning) when onnxconverter-common is not installed."""
+    try:
+        float16 = importlib.import_module("onnxconverter_common.float16")
+    except ImportError:
+        log.warning(
+            "%s not written: pip install onnxconverter-common (TensorRT 11 builds fp16 engines from it)",
+            Path(out_path).name,
+        )
+        return None
+    from edge_squeeze.evaluate import infer_batched
+    from edge_squeeze.runtimes.onnxruntime_backend import OrtOptions, load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one warning per weight below fp16's range, rounded as it says
+        proto = float16.convert_float_to_float16(load_onnx_model(fp32_path), keep_io_types=True)
+    set_metadata(
+        proto, dataclasses.replace(metadata, precision="fp16", variants={"fp32": Path(fp32_path).name})
+    )
+    reference = infer_batched(load(fp32_path, OrtOptions()).infer, parity_batch, 16)
+    with atomic_path(out_path) as tmp:
+        save_onnx(proto, tmp)
+        got = infer_batched(load(tmp, OrtOptions()).infer, parity_batch, 16)
+        agreement = float(np.mean(reference.argmax(1) == got.argmax(1)))
+        if agreement < FP16_MIN_AGREEMENT:
+            raise EdgeSqueezeError(
+                f"the fp16 model agrees with fp32 on only {agreement:.1%} of {len(parity_batch)} images; "
+                f"{out_path} was not written"
+            )
+    report = {
+        "images": len(parity_batch),
+        "max_abs_logit_diff": float(np.max(np.abs(reference - got))),
+        "top1_agreement": agreement,
+    }
+    log.info(
+        "wrote %s (fp16 inside, float32 I/O; top-1 agreement with fp32 %.1f%%)", out_path, 100 * agreement
     )
     return report
 

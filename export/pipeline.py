@@ -24,11 +24,12 @@ from edge_squeeze.preprocess import PreprocessSpec, preprocess_files, preprocess
 from . import quantize as q
 from . import ranges as r
 from .calibration import CalibrationSet, calibration_cache_key, select_calibration_images
-from .onnx_export import DEFAULT_OPSET, export_fp32, load_onnx_model, set_metadata
+from .onnx_export import DEFAULT_OPSET, export_fp16, export_fp32, load_onnx_model, set_metadata
 
 log = logging.getLogger("edge_squeeze")
 
 FP32_NAME = "model.onnx"
+FP16_NAME = "model.fp16.onnx"
 INT8_NAME = "model.int8.onnx"
 INT8_CPU_NAME = "model.int8.cpu.onnx"
 REPORT_NAME = "export-report.json"
@@ -126,15 +127,15 @@ def run_export(options: ExportOptions) -> Dict[str, Any]:
         "files": {},
     }
     fp32_path = out / FP32_NAME
+    parity_batch = _parity_batch(options, bundle.preprocess, calib_paths)
     report["parity"] = export_fp32(
-        bundle.model,
-        metadata,
-        fp32_path,
-        _parity_batch(options, bundle.preprocess, calib_paths),
-        options.opset,
-        options.simplify,
+        bundle.model, metadata, fp32_path, parity_batch, options.opset, options.simplify
     )
     report["files"]["fp32"] = {"path": FP32_NAME, "bytes": fp32_path.stat().st_size}
+    fp16_parity = export_fp16(fp32_path, metadata, out / FP16_NAME, parity_batch)
+    if fp16_parity is not None:
+        report["fp16_parity"] = fp16_parity
+        report["files"]["fp16"] = {"path": FP16_NAME, "bytes": (out / FP16_NAME).stat().st_size}
     if options.int8:
         report["int8"] = _export_int8(options, metadata, fp32_path, calib_paths)
         for key, name in (("int8", INT8_NAME), ("int8_cpu", INT8_CPU_NAME)):

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError
+from edge_squeeze.metadata import ArtifactMetadata
 
 try:  # Protocol is 3.8+, runtime_checkable too; kept in one place
     from typing import Protocol
@@ -22,7 +23,9 @@ class BackendInfo:
     device: str  # e.g. "cpu", "cuda:0 (Orin)", "CUDAExecutionProvider"
     input_name: str
     input_shape: Tuple[Optional[int], int, int, int]  # None: dynamic batch
-    max_batch: Optional[int] = None
+    max_batch: Optional[int] = (
+        None  # the most one launch takes (a TensorRT profile); larger batches run in slices
+    )
     model_path: str = ""
     # "float32" (normalised NCHW) or "uint8" (raw NHWC pixels: PreprocessSpec.input_format)
     input_dtype: str = "float32"
@@ -30,6 +33,7 @@ class BackendInfo:
 
 class Backend(Protocol):
     info: BackendInfo
+    metadata: ArtifactMetadata  # labels and preprocessing, from the artifact itself
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run a preprocessed batch (``info.input_dtype`` and ``info.input_shape``: what the model's
@@ -59,10 +63,6 @@ def check_input(batch: np.ndarray, info: BackendInfo) -> np.ndarray:
         )
     if expected[0] is not None and batch.shape[0] != expected[0]:
         raise EdgeSqueezeError(f"this model takes batches of exactly {expected[0]}, got {batch.shape[0]}")
-    if info.max_batch is not None and batch.shape[0] > info.max_batch:
-        raise EdgeSqueezeError(
-            f"batch {batch.shape[0]} exceeds the engine's profile maximum {info.max_batch}"
-        )
     if batch.shape[0] == 0:
         raise EdgeSqueezeError("input batch is empty")
     return np.ascontiguousarray(batch)

@@ -79,6 +79,31 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_int8_export(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, pattern_dataset: Path
+) -> Path:
+    """One export of the tiny model at 96x96 with both INT8 files, calibrated on 40 generated images,
+    shared by every test that reads an export (treat it as read-only: copy it to change it)."""
+    pytest.importorskip("torch")
+    from edge_squeeze.export.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("tiny-int8-export")
+    run_export(
+        ExportOptions(
+            weights=str(tiny_checkpoint),
+            arch="squeezenet1_1",
+            out=out,
+            image_size=96,
+            int8=True,
+            calib=pattern_dataset / "train",
+            calib_count=40,
+            progress=False,
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
 def imagenet_onnx(shared, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shared ImageNet SqueezeNet 1.1 exported to fp32 ONNX (with its labels inside)."""
     pytest.importorskip("torch")

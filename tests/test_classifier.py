@@ -12,25 +12,9 @@ from edge_squeeze import Classifier, EdgeSqueezeError
 from edge_squeeze.cli import main
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_checkpoint, pattern_dataset):
-    pytest.importorskip("torch")
-    from edge_squeeze.export.pipeline import ExportOptions, run_export
-
-    out = tmp_path_factory.mktemp("clf")
-    run_export(
-        ExportOptions(
-            weights=str(tiny_checkpoint),
-            arch="squeezenet1_1",
-            out=out,
-            image_size=96,
-            int8=True,
-            calib=pattern_dataset / "train",
-            calib_count=24,
-            progress=False,
-        )
-    )
-    return out
+@pytest.fixture()
+def exported(tiny_int8_export):
+    return tiny_int8_export
 
 
 def test_predict_path_and_frame(exported, pattern_dataset):

@@ -116,6 +116,25 @@ def test_graph_replays_the_captured_launch_on_new_inputs(buffers):
     assert model.calls == calls_after_capture + 1  # other batch sizes still enqueue
 
 
+def test_a_launch_that_fails_under_capture_leaves_a_working_stream(buffers):
+    model = KernelModel(buffers)
+    calls = {"n": 0}
+
+    def fails_the_second_time(handle):  # warm-up succeeds, the captured launch is refused
+        calls["n"] += 1
+        model(handle)
+        if calls["n"] == 2:
+            raise EdgeSqueezeError("TensorRT execution failed")
+
+    with buffers:
+        why = buffers.capture_graph(fails_the_second_time)
+    assert why is not None and "TensorRT execution failed" in why and not buffers.has_graph
+    x = np.random.default_rng(2).normal(size=(1, C, H, W)).astype(np.float32)
+    with buffers:
+        y = buffers.run(x, model)  # plain launches on the same stream still work
+    np.testing.assert_allclose(y, reference(x), rtol=1e-5, atol=1e-6)
+
+
 def test_batch_over_the_maximum_is_a_clear_error(buffers):
     with pytest.raises(EdgeSqueezeError, match="maximum batch 4"), buffers:
         buffers.run(np.zeros((MAX_BATCH + 1, C, H, W), np.float32), lambda handle: None)
@@ -127,8 +146,10 @@ def test_close_releases_and_can_be_called_twice():
     b = CudaBuffers((MAX_BATCH, C, H, W), (MAX_BATCH, K))
     with b:
         free_before, _ = cuda.mem_get_info()
+        assert b.capture_graph(KernelModel(b)) is None
     b.close()
     b.close()
+    assert b.stream is None  # stream and events destroyed while the context was current
     b2 = CudaBuffers((MAX_BATCH, C, H, W), (MAX_BATCH, K))
     with b2:
         free_again, _ = cuda.mem_get_info()

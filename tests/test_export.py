@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +19,9 @@ from edge_squeeze.metadata import METADATA_KEY, ArtifactMetadata
 from edge_squeeze.preprocess import PreprocessSpec, preprocess_files
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory, tiny_checkpoint, pattern_dataset) -> Path:
-    out = tmp_path_factory.mktemp("export")
-    run_export(
-        ExportOptions(
-            weights=str(tiny_checkpoint),
-            arch="squeezenet1_1",
-            out=out,
-            image_size=96,
-            int8=True,
-            calib=pattern_dataset / "train",
-            calib_count=40,
-            progress=False,
-        )
-    )
-    return out
+@pytest.fixture()
+def tiny_export(tiny_int8_export) -> Path:
+    return tiny_int8_export
 
 
 def test_export_writes_every_artifact(tiny_export):
@@ -83,6 +71,29 @@ def test_int8_model_is_symmetric_qdq_with_float_bias(tiny_export):
     assert meta.precision == "int8"
     assert meta.quantization["flavour"] == "s8"
     assert meta.variants == {"cpu": "model.int8.cpu.onnx"}
+
+
+def test_every_qdq_node_of_the_tensorrt_file_has_its_zero_point(tiny_export):
+    """TensorRT 8.5's ONNX parser requires all three inputs of QuantizeLinear / DequantizeLinear."""
+    model = onnx.load(str(tiny_export / "model.int8.onnx"))
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and all(len(n.input) == 3 and n.input[2] for n in qdq)
+
+
+def test_fp16_twin_keeps_float32_io_and_agrees_with_fp32(tiny_export):
+    model = onnx.load(str(tiny_export / "model.fp16.onnx"))
+    float32 = onnx.TensorProto.FLOAT
+    assert model.graph.input[0].type.tensor_type.elem_type == float32
+    assert model.graph.output[0].type.tensor_type.elem_type == float32
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    meta = ArtifactMetadata.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    fp32 = ArtifactMetadata.from_json(
+        {p.key: p.value for p in onnx.load(str(tiny_export / "model.onnx")).metadata_props}[METADATA_KEY]
+    )
+    assert meta.precision == "fp16" and meta.weights_sha256 == fp32.weights_sha256
+    report = json.loads((tiny_export / "export-report.json").read_text())
+    assert report["fp16_parity"]["top1_agreement"] >= 0.99
+    assert report["files"]["fp16"]["path"] == "model.fp16.onnx"
 
 
 def test_cpu_flavour_uses_uint8_activations(tiny_export):
@@ -189,12 +200,14 @@ def test_report_records_parity_and_calibration(tiny_export):
     assert report["exporter"].startswith("torch.onnx.export(dynamo=False)")
 
 
-def test_calibration_statistics_are_reused(tiny_export, tiny_checkpoint, pattern_dataset):
+def test_calibration_statistics_are_reused(tiny_export, tiny_checkpoint, pattern_dataset, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(tiny_export, out)  # the shared export stays as it is
     report = run_export(
         ExportOptions(
             weights=str(tiny_checkpoint),
             arch="squeezenet1_1",
-            out=tiny_export,
+            out=out,
             image_size=96,
             int8=True,
             calib=pattern_dataset / "train",
@@ -207,7 +220,7 @@ def test_calibration_statistics_are_reused(tiny_export, tiny_checkpoint, pattern
         ExportOptions(
             weights=str(tiny_checkpoint),
             arch="squeezenet1_1",
-            out=tiny_export,
+            out=out,
             image_size=96,
             int8=True,
             calib=pattern_dataset / "train",
@@ -234,7 +247,6 @@ def test_empty_and_all_corrupt_calibration_folders(tmp_path):
 
 
 def test_unreadable_calibration_images_are_skipped_with_a_warning(pattern_dataset, tmp_path, caplog):
-    import shutil
 
     for p in select_calibration_images(pattern_dataset / "val", 12):
         shutil.copy(p, tmp_path / p.name.replace(".png", f"-{p.parent.name}.png"))
@@ -310,3 +322,14 @@ def test_imagenet_int8_export_meets_the_accuracy_targets(shared, imagenet_int8_e
 
     clf = Classifier(out / "model.int8.onnx")
     assert clf.predict(str(shared.photos / "samoyed.jpg")).label == "Samoyed"
+
+
+def test_the_torchscript_exporter_is_asked_for_only_where_torch_has_the_choice():
+    from edge_squeeze.export.onnx_export import torchscript_exporter_kwargs
+
+    def torch_2_1_export(model, args, f, input_names=None, opset_version=None): ...
+
+    def torch_2_5_export(model, args, f, input_names=None, opset_version=None, dynamo=False): ...
+
+    assert torchscript_exporter_kwargs(torch_2_1_export) == {}
+    assert torchscript_exporter_kwargs(torch_2_5_export) == {"dynamo": False}
