@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_squeeze.compression import CompressOptions, measure_layer_costs, read_esqz, write_esqz
+from edge_squeeze.compress import CompressOptions, measure_layer_costs, read_esqz, write_esqz
 from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, load_eval_set
 from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
 from edge_squeeze.labels import load_labels

@@ -4,7 +4,7 @@ Issue #6 sets INT8 >= 1.6x faster than fp32 at batch 1 on ONNX Runtime, "reached
 uint8-activation, reduce_range Q/DQ model". This builds that plain model from the exported
 ``model.onnx`` (``quantize_static`` with its defaults, uint8 activations, int8 weights,
 ``reduce_range``, MinMax over the calibration photos) and times it against fp32 and our
-``model.int8.cpu.onnx`` in alternating blocks (``samples/benchmark_backends.py``'s paired rounds),
+``model.int8.cpu.onnx`` in alternating blocks (``edge_squeeze.bench.paired_batch1``),
 with each model's val top-1, so the three numbers share the machine's state.
 
     .venv/bin/python benchmarks/int8_recipe_speed.py --models /tmp/x8 [--shared ../shared] [--rounds 40]
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,13 @@ import numpy as np
 import onnx
 import onnxruntime.quantization as oq
 
-from edge_squeeze.bench import load_frames
+from edge_squeeze.bench import load_frames, paired_batch1, ratio_summary
 from edge_squeeze.classifier import Classifier
 from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, infer_batched, load_eval_set
 from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-from edge_squeeze.export.onnx_export import set_metadata
+from edge_squeeze.metadata import set_metadata
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "samples"))
-from benchmark_backends import paired_batch1, ratio_summary  # noqa: E402
 
 
 class _Reader:

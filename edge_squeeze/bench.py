@@ -87,7 +87,7 @@ class BenchOptions:
     min_iterations: int = 30
     data: Optional[Path] = None  # labelled images: top-1 per row, and real inputs
     tensorrt: Optional[Any] = None  # runtimes.tensorrt_backend.TensorRTOptions
-    int8_flavour: str = "auto"  # ONNX Runtime on a CPU: which INT8 file of an export runs
+    int8_file: str = "auto"  # ONNX Runtime on a CPU: which INT8 file of an export runs
 
 
 def load_frames(data: Optional[Path], count: int = 64) -> List[np.ndarray]:
@@ -163,7 +163,7 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
         path,
         backend=options.backend,
         threads=options.threads,
-        int8_flavour=options.int8_flavour,
+        int8_file=options.int8_file,
         tensorrt=options.tensorrt,
     )
     info = clf.info
@@ -197,7 +197,7 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
         rows.append(
             {
                 "model": str(path),
-                # the file that actually ran: an int8 model may hand over to its CPU flavour
+                # the file that actually ran: an int8 model may hand over to its CPU file
                 "file": info.model_path or str(path),
                 "backend": info.name,
                 "device": info.device,
@@ -220,6 +220,43 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
         )
     clf.close()
     return rows
+
+
+def paired_batch1(
+    clfs: Dict[str, Any], frames: List[np.ndarray], rounds: int, block_s: float
+) -> Dict[str, List[float]]:
+    """Batch-1 inference of each classifier in alternating short blocks (order reversed every round),
+    so a noisy machine's slow spells fall on every backend alike. Returns each one's per-round median
+    in ms; ratios of the same round compare like with like."""
+    batches = [clf.preprocess(frames[:8]) for clf in clfs.values()]
+    names = list(clfs)
+    medians: Dict[str, List[float]] = {name: [] for name in names}
+    for name, batch in zip(names, batches):
+        for i in range(20):
+            clfs[name].infer(batch[i % len(batch)][None])
+    for r in range(rounds):
+        order = list(zip(names, batches))
+        for name, batch in order if r % 2 == 0 else order[::-1]:
+            infer, times, i = clfs[name].infer, [], 0
+            deadline = time.perf_counter() + block_s
+            while time.perf_counter() < deadline:
+                x = batch[i % len(batch)][None]
+                t0 = time.perf_counter_ns()
+                infer(x)
+                times.append((time.perf_counter_ns() - t0) / 1e6)
+                i += 1
+            medians[name].append(float(np.median(times)))
+    return medians
+
+
+def ratio_summary(slow: List[float], fast: List[float]) -> Dict[str, float]:
+    ratios = np.asarray(slow) / np.asarray(fast)
+    return {
+        "median": float(np.median(ratios)),
+        "min": float(ratios.min()),
+        "max": float(ratios.max()),
+        "rounds": len(ratios),
+    }
 
 
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:

@@ -3,7 +3,7 @@
 Live sources are read in their own thread that keeps only the newest frame, so inference never waits
 on the camera and lag never grows; files and folders are read frame by frame and every frame is
 classified. The GStreamer pipelines (``csi://``, and ``rtsp://`` when OpenCV has GStreamer) are
-unrun here: no Jetson and no GStreamer build of OpenCV were available; their strings are tested.
+built as strings (tested); where they have run is in docs/jetson.md.
 """
 
 from __future__ import annotations

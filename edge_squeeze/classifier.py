@@ -16,22 +16,21 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import EdgeSqueezeError
 from .metadata import ArtifactMetadata
 from .preprocess import ImageInput, preprocess
+from .runtimes import select
 from .runtimes.base import Backend, BackendInfo
 from .runtimes.onnxruntime_backend import OrtOptions
+from .runtimes.select import BackendOptions
 from .runtimes.tensorrt_backend import TensorRTOptions
+from .runtimes.torch_backend import TorchOptions
 
 log = logging.getLogger("edge_squeeze")
-
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "pytorch")
-TORCH_SUFFIXES = (".pt", ".pth", ".esqz", ".net")
-_LOGGED_FALLBACKS: Set[str] = set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,61 +55,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _log_fallback_once(message: str) -> None:
-    if message not in _LOGGED_FALLBACKS:
-        _LOGGED_FALLBACKS.add(message)
-        log.info(message)
+def build_engine_from_onnx(path: Path, options: TensorRTOptions) -> Path:
+    """The TensorRT backend's engine builder: an engine for an ONNX model, built once on this device
+    and cached beside it (imports the builder only when TensorRT is asked to run an ONNX file)."""
+    from .export.tensorrt_build import cached_engine
+
+    return cached_engine(path, options)
 
 
 def load_backend(
-    path: Union[str, os.PathLike[str]],
-    backend: str = "auto",
-    tensorrt: Optional[TensorRTOptions] = None,
-    onnxruntime: Optional[OrtOptions] = None,
-    threads: int = 0,
+    path: Union[str, os.PathLike[str]], backend: str = "auto", options: Optional[BackendOptions] = None
 ) -> Backend:
-    """Open ``path`` with the named backend, each configured by its own options object.
-
-    ``"auto"`` tries TensorRT engine > TensorRT from ONNX > ONNX Runtime CUDA > ONNX Runtime CPU; when
-    an optional backend cannot load (not installed, no GPU, a failed build or any other error), it
-    logs why once and falls back to the next one.
-    """
-    from .runtimes import onnxruntime_backend as ortb
-    from .runtimes import tensorrt_backend as trtb
-
-    path = Path(path)
-    if backend not in BACKENDS:
-        raise EdgeSqueezeError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if not path.exists():
-        raise EdgeSqueezeError(
-            f"model not found: {path} (check the path, or export one with edge-squeeze export)"
-        )
-    trt_options = tensorrt or TensorRTOptions()
-    ort_options = onnxruntime or OrtOptions(threads=threads)
-    if backend == "pytorch" or (path.suffix in TORCH_SUFFIXES and backend == "auto"):
-        from .runtimes import torch_backend
-
-        return torch_backend.load(path, threads=threads)
-    if path.suffix in trtb.ENGINE_SUFFIXES or backend == "tensorrt":
-        return trtb.load(path, trt_options)
-    if backend == "auto":
-        reason = trtb.unavailable_reason()
-        if reason is None:
-            try:
-                return trtb.load(path, trt_options)
-            except Exception as exc:  # any failure of the optional backend falls back, with its reason
-                _log_fallback_once(f"TensorRT not used for {path.name}: {exc}")
-        else:
-            _log_fallback_once(f"TensorRT not used: {reason}")
-    if backend in ("auto", "onnxruntime-cuda"):
-        if "CUDAExecutionProvider" in ortb.available_providers():
-            return ortb.load(path, dataclasses.replace(ort_options, providers=("cuda",)))
-        if backend == "onnxruntime-cuda":
-            raise EdgeSqueezeError(
-                "ONNX Runtime's CUDA provider is not installed: pip install onnxruntime-gpu"
-            )
-        _log_fallback_once("ONNX Runtime CUDA not used: onnxruntime-gpu is not installed; running on the CPU")
-    return ortb.load(path, ort_options)
+    """:func:`edge_squeeze.runtimes.select.load_backend` with the engine builder plugged in."""
+    return select.load_backend(path, backend, options, build_engine_from_onnx)
 
 
 class Classifier:
@@ -121,8 +78,8 @@ class Classifier:
     its own options object (``tensorrt=TensorRTOptions(...)``, ``onnxruntime=OrtOptions(...)``); the
     common ones have shortcuts: ``precision`` and ``cuda_graph`` for TensorRT (the precision an
     engine is built in from an ONNX model; batch-1 launches replayed from a CUDA graph),
-    ``int8_flavour`` for ONNX Runtime (``"auto"``, ``"qdq"`` or ``"cpu"``), ``threads`` for the CPU
-    runtimes. Safe to share between threads.
+    ``int8_file`` for ONNX Runtime (which INT8 file of an export runs on a CPU: ``"auto"``, the
+    faster here; ``"qdq"``; ``"cpu"``), ``threads`` for the CPU runtimes. Safe to share between threads.
     """
 
     def __init__(
@@ -133,7 +90,7 @@ class Classifier:
         threads: int = 0,
         topk: int = 5,
         cuda_graph: bool = False,
-        int8_flavour: str = "auto",
+        int8_file: str = "auto",
         tensorrt: Optional[TensorRTOptions] = None,
         onnxruntime: Optional[OrtOptions] = None,
     ) -> None:
@@ -143,8 +100,9 @@ class Classifier:
             trt_options = dataclasses.replace(trt_options, precision=precision)
         if cuda_graph:
             trt_options = dataclasses.replace(trt_options, cuda_graph=True)
-        ort_options = onnxruntime or OrtOptions(threads=threads, int8_flavour=int8_flavour)
-        self.backend = load_backend(self.path, backend, trt_options, ort_options, threads)
+        ort_options = onnxruntime or OrtOptions(threads=threads, int8_file=int8_file)
+        options = BackendOptions(trt_options, ort_options, TorchOptions(threads=threads))
+        self.backend = load_backend(self.path, backend, options)
         self.metadata: ArtifactMetadata = self.backend.metadata
         self.labels = self.metadata.labels
         self.spec = self.metadata.preprocess

@@ -7,6 +7,7 @@ User errors print one line, ``edge-squeeze: error: ...``, and exit 1 without a t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from ._version import __version__
+from .config import ARCHS, BYPASS_MODES
 from .errors import EdgeSqueezeError
+from .export.onnx_export import DEFAULT_OPSET
+from .export.ranges import METHODS as CALIB_METHODS
+from .export.tensorrt_plan import CALIBRATORS, INT8_MODES
+from .runtimes.engine_sidecar import PRECISIONS
+from .runtimes.select import BACKENDS, INT8_FILES
 
 log = logging.getLogger("edge_squeeze")
 
@@ -39,6 +46,26 @@ def _print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
         )
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def options_from(cls: Any, args: argparse.Namespace, **overrides: Any) -> Any:
+    """An options dataclass from the arguments named as its fields (the parser's ``dest`` is the
+    field name): a string becomes a ``Path`` where the field holds one, an argument left at None
+    keeps the field's default, and ``overrides`` win."""
+    values: Dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name in overrides:
+            values[field.name] = overrides[field.name]
+            continue
+        if not hasattr(args, field.name):
+            continue
+        value = getattr(args, field.name)
+        if value is None and field.default is not None and field.default is not dataclasses.MISSING:
+            continue
+        if isinstance(value, str) and "Path" in str(field.type):
+            value = Path(value)
+        values[field.name] = value
+    return cls(**values)
 
 
 def _labels_arg(path: Optional[str]) -> Any:
@@ -88,23 +115,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export.pipeline import ExportOptions, run_export
 
-    options = ExportOptions(
-        weights=args.weights,
-        out=Path(args.out),
-        arch=args.arch,
-        labels=_labels_arg(args.labels),
-        num_classes=args.num_classes,
-        image_size=args.image_size,
-        opset=args.opset,
-        simplify=args.simplify,
-        int8=args.int8,
-        calib=Path(args.calib) if args.calib else None,
-        calib_count=args.calib_count,
-        calib_method=args.calib_method,
-        sensitivity_report=args.report,
-        eval_data=Path(args.eval) if args.eval else None,
-        progress=not args.quiet,
-    )
+    options = options_from(ExportOptions, args, labels=_labels_arg(args.labels), progress=not args.quiet)
     report = run_export(options)
     print(f"wrote {args.out}/ ({', '.join(f['path'] for f in report['files'].values())}, export-report.json)")
     if "int8" in report:
@@ -170,7 +181,7 @@ def _classifier(args: argparse.Namespace) -> Any:
         threads=args.threads,
         topk=getattr(args, "topk", 5),
         tensorrt=_tensorrt_options(args),
-        onnxruntime=OrtOptions(threads=args.threads, int8_flavour=args.int8_flavour),
+        onnxruntime=OrtOptions(threads=args.threads, int8_file=args.int8_file),
     )
 
 
@@ -225,16 +236,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         write_plot,
     )
 
-    options = BenchOptions(
-        backend=args.backend,
+    options = options_from(
+        BenchOptions,
+        args,
         batches=[int(b) for b in str(args.batch).split(",") if b.strip()],
-        threads=args.threads,
-        warmup_s=args.warmup,
-        duration_s=args.duration,
-        iterations=args.iterations,
-        data=Path(args.data) if args.data else None,
         tensorrt=_tensorrt_options(args),
-        int8_flavour=args.int8_flavour,
     )
     if any(b < 1 for b in options.batches):
         raise EdgeSqueezeError("--batch takes positive sizes, e.g. 1,8,32")
@@ -265,14 +271,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_camera(args: argparse.Namespace) -> int:
     from .camera import CameraOptions, CaptureSettings, parse_source, run
 
-    settings = CaptureSettings(
-        width=args.width,
-        height=args.height,
-        fps=args.fps,
-        flip=args.flip,
-        latency_ms=args.latency,
-        open_timeout_s=args.open_timeout,
-    )
+    settings = options_from(CaptureSettings, args)
     source = parse_source(args.source, settings)
     clf = _classifier(args)
     log.info("%r", clf)
@@ -282,14 +281,12 @@ def cmd_camera(args: argparse.Namespace) -> int:
         if args.jsonl
         else ("-" if args.headless and not (args.video_out or args.frames_out) else None)
     )
-    options = CameraOptions(
-        display=args.display,
-        video_out=Path(args.video_out) if args.video_out else None,
-        frames_out=Path(args.frames_out) if args.frames_out else None,
+    options = options_from(
+        CameraOptions,
+        args,
         jsonl=jsonl,
-        max_frames=args.max_frames,
         retry_delays=tuple(min(0.5 * 2**i, 8.0) for i in range(args.retries)),
-        read_timeout_s=args.open_timeout * 2,
+        read_timeout_s=args.open_timeout_s * 2,
     )
     try:
         summary = run(clf, source, settings, options)
@@ -318,7 +315,8 @@ def cmd_camera(args: argparse.Namespace) -> int:
 
 
 def _build_engine(model: Path, precision: str, args: argparse.Namespace, exported: bool = False) -> Path:
-    from .export.tensorrt_build import DEFAULT_WORKSPACE_MB, BuildOptions, build_engine, resolve_profile
+    from .export.tensorrt_build import build_engine
+    from .export.tensorrt_plan import BuildOptions, resolve_profile
     from .runtimes.tensorrt_backend import unavailable_reason
 
     if not model.is_file():
@@ -331,17 +329,12 @@ def _build_engine(model: Path, precision: str, args: argparse.Namespace, exporte
             else "cannot build a TensorRT engine here"
         )
         raise EdgeSqueezeError(f"{what}: {reason}")
-    options = BuildOptions(
+    options = options_from(
+        BuildOptions,
+        args,
         precision=precision,
         profile=resolve_profile(args.batch_profile, args.dla_core is not None),
-        workspace_mb=args.workspace or DEFAULT_WORKSPACE_MB,
-        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
-        dla_core=args.dla_core,
-        optimization_level=args.optimization_level,
-        int8_mode=args.int8_mode,
-        calibrator=args.calibrator,
         calib_dir=Path(args.calib) if args.calib else None,
-        calib_count=args.calib_count,
     )
     out = Path(args.output) if getattr(args, "output", None) else None
     path, _ = build_engine(model, options, out)
@@ -357,7 +350,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from .export.tensorrt_build import iter_precisions
+    from .export.tensorrt_plan import iter_precisions
     from .selftest import SelftestOptions, run_selftest
 
     report = run_selftest(
@@ -389,7 +382,10 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
         help="MIN,OPT,MAX batch, or MAX for 1,MAX,MAX (default 1,1,8; a static N,N,N on DLA, default 1,1,1)",
     )
     p.add_argument(
-        "--workspace", type=int, help="builder workspace in MiB (default 512: safe on 4 GB Jetsons)"
+        "--workspace",
+        dest="workspace_mb",
+        type=int,
+        help="builder workspace in MiB (default 512: safe on 4 GB Jetsons)",
     )
     p.add_argument("--timing-cache", help="timing cache file, reused across builds")
     p.add_argument(
@@ -406,13 +402,13 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--int8-mode",
-        choices=["auto", "explicit", "implicit"],
+        choices=INT8_MODES,
         default="auto",
         help="explicit: from Q/DQ nodes; implicit: calibrator on the device (TensorRT <= 10)",
     )
     p.add_argument(
         "--calibrator",
-        choices=["entropy", "minmax"],
+        choices=CALIBRATORS,
         default="entropy",
         help="implicit INT8 calibrator (default entropy: IInt8EntropyCalibrator2)",
     )
@@ -429,24 +425,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for k in ("base_e", "incr_e", "pct_3x3", "freq", "squeeze_ratio")
         if getattr(args, k) is not None
     }
-    options = TrainOptions(
-        data=Path(args.data),
-        out=Path(args.out),
-        arch=args.arch,
-        bypass=args.bypass,
-        metaparameters=meta,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        workers=args.workers,
-        seed=args.seed,
-        pretrained=args.pretrained,
-        freeze_features=args.freeze_features,
-        device=args.device,
-        resume=args.resume,
-        progress=not args.quiet,
-    )
+    options = options_from(TrainOptions, args, metaparameters=meta, progress=not args.quiet)
     try:
         result = train(options)
     except KeyboardInterrupt:
@@ -462,7 +441,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .compression import CompressOptions, write_esqz
+    from .compress import CompressOptions, write_esqz
     from .weights import load_model
 
     if not args.out.endswith(".esqz"):
@@ -473,7 +452,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         if not prefix or not bits.isdigit():
             raise EdgeSqueezeError(f"--layer-bits takes PREFIX=BITS (e.g. classifier=4), not {item!r}")
         layer_bits.append((prefix, int(bits)))
-    options = CompressOptions(sparsity=args.sparsity, bits=args.bits, layer_bits=tuple(layer_bits))
+    options = options_from(CompressOptions, args, layer_bits=tuple(layer_bits))
     if not 0.0 <= options.sparsity < 1.0 or not all(
         2 <= b <= 8 for b in [options.bits, *dict(layer_bits).values()]
     ):
@@ -511,15 +490,13 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "pytorch"],
+        choices=BACKENDS,
     )
-    p.add_argument(
-        "--precision", choices=["fp32", "fp16", "int8"], help="engine precision when TensorRT builds one"
-    )
+    p.add_argument("--precision", choices=PRECISIONS, help="engine precision when TensorRT builds one")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the runtime's default)")
     p.add_argument(
-        "--int8-flavour",
-        choices=["auto", "qdq", "cpu"],
+        "--int8-file",
+        choices=INT8_FILES,
         default="auto",
         help="ONNX Runtime on a CPU: which INT8 file of an export runs (auto: the faster here)",
     )
@@ -557,28 +534,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--arch",
-        choices=["squeezenet1_0", "squeezenet1_1"],
+        choices=ARCHS,
         help="architecture (a training checkpoint names its own)",
     )
     p.add_argument("--weights", required=True, help="'imagenet', a state-dict .pth, or a training checkpoint")
     p.add_argument("--labels", help="class names: one a line, or synset_words.txt form (wnid name, ...)")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--image-size", type=int, help="input size (default: the weights' own, 224 for ImageNet)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--simplify", action="store_true", help="run onnxsim on the fp32 model")
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--int8", action="store_true", help="also write INT8 Q/DQ models (needs --calib)")
     p.add_argument("--calib", help="folder of calibration images (searched recursively)")
     p.add_argument("--calib-count", type=int, help="use a deterministic sample of N calibration images")
-    p.add_argument("--calib-method", default="entropy", choices=["entropy", "minmax", "percentile"])
-    p.add_argument("--report", action="store_true", help="per-layer INT8 sensitivity report")
-    p.add_argument("--eval", help="labelled image folder: record fp32 vs int8 accuracy in the report")
+    p.add_argument("--calib-method", default="entropy", choices=CALIB_METHODS)
+    p.add_argument(
+        "--report", dest="sensitivity_report", action="store_true", help="per-layer INT8 sensitivity report"
+    )
+    p.add_argument(
+        "--eval", dest="eval_data", help="labelled image folder: record fp32 vs int8 accuracy in the report"
+    )
     p.add_argument(
         "--engine", action="store_true", help="also build a TensorRT engine (needs TensorRT and a GPU)"
     )
     p.add_argument(
         "--engine-precision",
-        choices=["fp32", "fp16", "int8"],
+        choices=PRECISIONS,
         help="default: int8 with --int8 (from model.int8.onnx), else fp16 (from model.onnx)",
     )
     _add_engine_args(p)
@@ -605,9 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "model", help="model.onnx (fp32/fp16, or int8 with a calibrator) or model.int8.onnx (Q/DQ)"
     )
-    p.add_argument(
-        "--precision", choices=["fp32", "fp16", "int8"], help="default: int8 for .int8.onnx, else fp16"
-    )
+    p.add_argument("--precision", choices=PRECISIONS, help="default: int8 for .int8.onnx, else fp16")
     p.add_argument("--calib", help="calibration images for implicit INT8")
     p.add_argument("--calib-count", type=int)
     p.add_argument(
@@ -634,8 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", cmd_train, "train or fine-tune SqueezeNet on class-per-subfolder images")
     p.add_argument("--data", required=True, help="DIR/<class>/*.jpg, or DIR/train/<class> + DIR/val/<class>")
     p.add_argument("--out", default="runs/train")
-    p.add_argument("--arch", default="squeezenet1_0", choices=["squeezenet1_0", "squeezenet1_1"])
-    p.add_argument("--bypass", default="none", choices=["none", "simple", "complex"])
+    p.add_argument("--arch", default=ARCHS[0], choices=ARCHS)
+    p.add_argument("--bypass", default="none", choices=BYPASS_MODES)
     p.add_argument("--base-e", type=int, help="metaparameter: expand filters of the first Fire module")
     p.add_argument("--incr-e", type=int, help="metaparameter: expand filters added every --freq modules")
     p.add_argument("--pct-3x3", type=float, help="metaparameter: share of 3x3 expand filters")
@@ -659,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "compress", cmd_compress, "Deep Compression: pruning, k-means weight sharing, Huffman coding -> .esqz"
     )
-    p.add_argument("--arch", choices=["squeezenet1_0", "squeezenet1_1"])
+    p.add_argument("--arch", choices=ARCHS)
     p.add_argument(
         "--weights", required=True, help="'imagenet', a .pth, a checkpoint or the paper's .net file"
     )
@@ -698,8 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", cmd_bench, "latency and throughput per stage, with percentiles")
     p.add_argument("models", nargs="+", help=".onnx, .int8.onnx, .engine or checkpoint files")
     p.add_argument("--batch", default="1", help="batch sizes, comma-separated (default 1)")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up, not measured")
-    p.add_argument("--duration", type=float, default=3.0, help="seconds measured per configuration")
+    p.add_argument(
+        "--warmup", dest="warmup_s", type=float, default=1.0, help="seconds of warm-up, not measured"
+    )
+    p.add_argument(
+        "--duration", dest="duration_s", type=float, default=3.0, help="seconds measured per configuration"
+    )
     p.add_argument("--iterations", type=int, help="measure exactly N iterations instead of --duration")
     p.add_argument("--data", help="labelled images: real inputs and a top-1 column")
     p.add_argument("--json", help="write rows (and the machine) as JSON")
@@ -718,8 +701,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--flip", type=int, default=0, help="CSI flip-method (0 none, 2 rotate 180)")
-    p.add_argument("--latency", type=int, default=200, help="RTSP latency in ms (GStreamer)")
-    p.add_argument("--open-timeout", type=float, default=5.0, help="seconds to wait for a source to open")
+    p.add_argument(
+        "--latency", dest="latency_ms", type=int, default=200, help="RTSP latency in ms (GStreamer)"
+    )
+    p.add_argument(
+        "--open-timeout",
+        dest="open_timeout_s",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a source to open",
+    )
     p.add_argument("--retries", type=int, default=5, help="reconnect attempts before giving up")
     p.add_argument("--display", action="store_true", help="show a window with the overlay")
     p.add_argument("--headless", action="store_true", help="no window; JSON lines to stdout unless --jsonl")

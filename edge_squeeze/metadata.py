@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Any, Dict, Optional
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
 
 from ._version import __version__
-from .errors import EdgeSqueezeError
+from .errors import EdgeSqueezeError, require
 from .labels import Labels
 from .preprocess import PreprocessSpec
 
@@ -30,7 +32,7 @@ class ArtifactMetadata:
     precision: str = "fp32"  # fp32 | fp16 | int8
     weights_sha256: str = ""
     model_config: Optional[Dict[str, Any]] = None
-    # int8 only: "qdq-s8" (int8 symmetric activations: TensorRT's flavour) or "qdq-u8-rr"
+    # int8 only: "qdq-s8" (int8 symmetric activations: the Q/DQ file) or "qdq-u8-rr"
     # (uint8 activations, reduce_range: fast on x86 CPUs without VNNI)
     quantization: Optional[Dict[str, Any]] = None
     # sibling files of the same model, by role (e.g. {"cpu": "model.int8.cpu.onnx"})
@@ -116,3 +118,35 @@ def read_onnx_metadata_props(props: Dict[str, str], source: str, num_classes: in
         )
         return ArtifactMetadata.defaults(num_classes)
     return ArtifactMetadata.from_json(text)
+
+
+def set_metadata(model: Any, metadata: ArtifactMetadata) -> None:
+    """Store the metadata in an ``onnx.ModelProto``'s ``metadata_props`` (replacing any earlier value)."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = metadata.to_json()
+    model.producer_name = "edge-squeeze"
+    model.producer_version = metadata.edge_squeeze_version
+
+
+def load_onnx_model(path: Union[str, os.PathLike[str]]) -> Any:
+    """An ``onnx.ModelProto`` from ``path``, with one clear error for a missing or unreadable file."""
+    onnx = require("onnx", "reading ONNX models")
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeSqueezeError(f"ONNX model not found: {path}")
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:
+        raise EdgeSqueezeError(
+            f"cannot read ONNX model {path}: truncated or not an ONNX file; re-export it"
+        ) from exc
+
+
+def metadata_of(model: Any, source: str = "model", num_classes: Optional[int] = None) -> ArtifactMetadata:
+    """The metadata an ``onnx.ModelProto`` carries (ImageNet defaults, with a warning, when none)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    return read_onnx_metadata_props(props, source, num_classes or 1000)

@@ -120,7 +120,9 @@ def _engine_row(
 ) -> Dict[str, Any]:
     """Build (or reuse) one engine and measure it; raises on any failure."""
     from .evaluate import accuracy_from_logits, infer_batched
+    from .export.tensorrt_build import cached_engine
     from .runtimes import tensorrt_backend as trtb
+    from .runtimes.engine_sidecar import Sidecar
 
     implicit = precision == "int8" and options.calib is not None
     source = options.export_dir / (
@@ -133,7 +135,7 @@ def _engine_row(
         calib=str(options.calib) if implicit else None,
     )
     started = time.perf_counter()
-    engine = trtb.cached_engine(source, trt_options)
+    engine = cached_engine(source, trt_options)
     build_s = time.perf_counter() - started
     row: Dict[str, Any] = {"precision": precision, "source": source.name, "engine": engine.name}
     row["build_or_reuse_s"] = round(build_s, 1)
@@ -156,8 +158,6 @@ def _engine_row(
         row["batch1_cuda_graph"] = time_batch1(graphed, x1, options.iterations)
     finally:
         graphed.close()
-    from .export.tensorrt_build import Sidecar
-
     sidecar = Sidecar.read(engine)
     if sidecar.dla_layers:
         row["dla_layers"] = sidecar.dla_layers

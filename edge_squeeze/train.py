@@ -258,6 +258,42 @@ def evaluate_loader(model: Any, loader: Any, device: Any) -> Tuple[float, float,
     return loss_sum / max(n, 1), correct / max(n, 1), skipped
 
 
+@dataclasses.dataclass
+class EpochStats:
+    loss: float  # mean cross-entropy over the epoch's images
+    accuracy: float
+    images: int
+    skipped: int  # unreadable images left out
+
+
+def train_one_epoch(model: Any, batches: Any, optimizer: Any, scheduler: Any, device: Any) -> EpochStats:
+    """One pass over ``batches`` (image batch, labels, skipped count), a step per batch: cross-entropy,
+    gradients clipped to norm 1 (SqueezeNet's first steps can otherwise kill the ReLU before the
+    global pool), then the learning-rate schedule. A progress bar given as ``batches`` shows the
+    running loss and accuracy."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss_sum, correct, n, skipped = 0.0, 0, 0, 0
+    for x, y, s in batches:
+        skipped += s
+        if len(y) == 0:
+            continue
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
+    return EpochStats(loss_sum / max(n, 1), correct / max(n, 1), n, skipped)
+
+
 def train(options: TrainOptions) -> Dict[str, Any]:
     """Train, writing best.pt, last.pt, metrics.csv and learning_curve.png into ``options.out``."""
     torch.manual_seed(options.seed)
@@ -323,43 +359,22 @@ def train(options: TrainOptions) -> Dict[str, Any]:
     try:
         for epoch in range(start_epoch, options.epochs + 1):
             train_set.epoch = epoch
-            model.train()
             t0 = time.perf_counter()
-            loss_sum, correct, n, skipped = 0.0, 0, 0, 0
             batches: Any = train_loader
-            bar = None
             if options.progress:
                 from .progress import progress_bar
 
-                batches = bar = progress_bar(
-                    train_loader, desc=f"epoch {epoch}/{options.epochs}", unit="batch"
-                )
-            for x, y, s in batches:
-                skipped += s
-                if len(y) == 0:
-                    continue
-                x, y = x.to(device), y.to(device)
-                optimizer.zero_grad()
-                out_logits = model(x)
-                loss = torch.nn.functional.cross_entropy(out_logits, y)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((out_logits.argmax(1) == y).sum())
-                n += len(y)
-                if bar is not None and hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
+                batches = progress_bar(train_loader, desc=f"epoch {epoch}/{options.epochs}", unit="batch")
+            stats = train_one_epoch(model, batches, optimizer, scheduler, device)
             val_loss, val_acc, val_skipped = evaluate_loader(model, val_loader, device)
             row = {
                 "epoch": epoch,
-                "train_loss": loss_sum / max(n, 1),
-                "train_acc": correct / max(n, 1),
+                "train_loss": stats.loss,
+                "train_acc": stats.accuracy,
                 "val_loss": val_loss,
                 "val_acc": val_acc,
                 "seconds": round(time.perf_counter() - t0, 1),
-                "skipped_images": skipped + val_skipped,
+                "skipped_images": stats.skipped + val_skipped,
             }
             rows.append(row)
             log.info(
@@ -372,7 +387,11 @@ def train(options: TrainOptions) -> Dict[str, Any]:
                 row["seconds"],
                 f"; skipped {row['skipped_images']} unreadable image(s)" if row["skipped_images"] else "",
             )
-            if n and abs(row["train_loss"] - math.log(len(labels))) < 1e-3 and epoch >= start_epoch + 1:
+            if (
+                stats.images
+                and abs(row["train_loss"] - math.log(len(labels))) < 1e-3
+                and epoch >= start_epoch + 1
+            ):
                 log.warning(
                     "training is stuck at chance (loss = ln %d): every output of the ReLU before the global "
                     "pool has died; restart with a lower --lr (e.g. 3e-4) or from --pretrained imagenet",

@@ -125,19 +125,9 @@ def read_weights(weights: Union[str, os.PathLike[str]], arch: Optional[str] = No
 
 def _read_compressed(path: Path, torch: Any) -> LoadedWeights:
     """The paper's Deep-Compression file (``.net``) or our ``.esqz``, decompressed to float weights."""
-    from .compression import deep_compression_config, read_deep_compression, read_esqz
+    from .compress.esqz import read_model_file
 
-    if path.suffix == ".net":
-        state = read_deep_compression(path)
-        return LoadedWeights(
-            state_dict={k: torch.from_numpy(v) for k, v in state.items()},
-            sha256=sha256_file(path),
-            source=str(path),
-            config=deep_compression_config(),
-            labels=imagenet_labels(),
-            preprocess=PreprocessSpec.caffe(),
-        )
-    model = read_esqz(path)
+    model = read_model_file(path)
     return LoadedWeights(
         state_dict={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict.items()},
         sha256=sha256_file(path),

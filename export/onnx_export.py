@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError, require
 from edge_squeeze.fileio import atomic_path
-from edge_squeeze.metadata import METADATA_KEY, ArtifactMetadata
+from edge_squeeze.metadata import ArtifactMetadata, load_onnx_model, set_metadata
 
 log = logging.getLogger("edge_squeeze")
 
@@ -27,18 +27,6 @@ OUTPUT_NAME = "logits"
 # Parity between PyTorch and ONNX Runtime on the same inputs; fp32 kernels differ only by rounding.
 PARITY_MAX_ABS = 1e-3
 PARITY_MIN_AGREEMENT = 0.999
-
-
-def set_metadata(model: Any, metadata: ArtifactMetadata) -> None:
-    """Store the metadata in an ``onnx.ModelProto``'s ``metadata_props`` (replacing any earlier value)."""
-    for prop in list(model.metadata_props):
-        if prop.key == METADATA_KEY:
-            model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = metadata.to_json()
-    model.producer_name = "edge-squeeze"
-    model.producer_version = metadata.edge_squeeze_version
 
 
 def save_onnx(model: Any, path: Union[str, os.PathLike[str]]) -> None:
@@ -225,23 +213,3 @@ def export_fp16(
         "wrote %s (fp16 inside, float32 I/O; top-1 agreement with fp32 %.1f%%)", out_path, 100 * agreement
     )
     return report
-
-
-def load_onnx_model(path: Union[str, os.PathLike[str]]) -> Any:
-    onnx = require("onnx", "reading ONNX models")
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeSqueezeError(f"ONNX model not found: {path}")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:
-        raise EdgeSqueezeError(
-            f"cannot read ONNX model {path}: truncated or not an ONNX file; re-export it"
-        ) from exc
-
-
-def metadata_of(model: Any, source: str = "model", num_classes: Optional[int] = None) -> ArtifactMetadata:
-    from edge_squeeze.metadata import read_onnx_metadata_props
-
-    props = {p.key: p.value for p in model.metadata_props}
-    return read_onnx_metadata_props(props, source, num_classes or 1000)

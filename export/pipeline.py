@@ -18,13 +18,13 @@ from edge_squeeze._version import __version__
 from edge_squeeze.errors import EdgeSqueezeError
 from edge_squeeze.fileio import sha256_file, write_text_atomic
 from edge_squeeze.labels import Labels
-from edge_squeeze.metadata import ArtifactMetadata
+from edge_squeeze.metadata import ArtifactMetadata, load_onnx_model, set_metadata
 from edge_squeeze.preprocess import PreprocessSpec, preprocess_files, preprocess_one
 
 from . import quantize as q
 from . import ranges as r
 from .calibration import CalibrationSet, calibration_cache_key, select_calibration_images
-from .onnx_export import DEFAULT_OPSET, export_fp16, export_fp32, load_onnx_model, set_metadata
+from .onnx_export import DEFAULT_OPSET, export_fp16, export_fp32
 
 log = logging.getLogger("edge_squeeze")
 
@@ -50,7 +50,7 @@ class ExportOptions:
     calib: Optional[Path] = None
     calib_count: Optional[int] = None
     calib_method: str = "entropy"
-    # TensorRT flavour: keep layers in float, most sensitive first, until calibration-set top-1 agreement with fp32
+    # Q/DQ file: keep layers in float, most sensitive first, until calibration-set top-1 agreement with fp32
     # reaches this (at most max_float_layers of them)
     target_agreement: float = 0.93
     max_float_layers: int = 2
@@ -147,110 +147,153 @@ def run_export(options: ExportOptions) -> Dict[str, Any]:
     return report
 
 
+@dataclasses.dataclass
+class Int8Calibration:
+    """What both INT8 files are made from: the fp32 model, the calibration images, every method's
+    activation ranges, the fp32 logits on the images, and the layers always kept in float."""
+
+    fp32: Any
+    calib: CalibrationSet
+    key: str  # model + calibration set: the statistics cache's key, recorded in both files
+    method_ranges: Dict[str, Dict[str, Tuple[float, float]]]
+    reference: np.ndarray
+    head: List[str]
+    report: Dict[str, Any]
+
+
+@dataclasses.dataclass
+class Int8File:
+    """One INT8 file before it is written: its model, quantization, input and what choosing it measured."""
+
+    model: Any
+    config: q.QuantConfig
+    spec: PreprocessSpec
+    report: Dict[str, Any]
+
+
 def _export_int8(
     options: ExportOptions, metadata: ArtifactMetadata, fp32_path: Path, calib_paths: List[Path]
 ) -> Dict[str, Any]:
+    """Calibrate once, then make and write the Q/DQ file and the CPU file; the report's ``int8``."""
+    cal = _calibrate(options, metadata, fp32_path, calib_paths)
+    out = fp32_path.parent
+    write_text_atomic(
+        out / TRT_CACHE_NAME, r.tensorrt_calibration_cache(cal.method_ranges[options.calib_method])
+    )
+    qdq = _qdq_file(options, metadata, cal)
+    cpu = _cpu_file(options, metadata, cal)
+    for name, file, variants in (
+        (INT8_NAME, qdq, {"cpu": INT8_CPU_NAME}),
+        (INT8_CPU_NAME, cpu, {"qdq": INT8_NAME}),
+    ):
+        quantization = {
+            **file.config.describe(),
+            "calibration_images": len(cal.calib),
+            "calibration_key": cal.key,
+        }
+        meta = dataclasses.replace(
+            metadata, preprocess=file.spec, precision="int8", quantization=quantization, variants=variants
+        )
+        set_metadata(file.model, meta)
+        q.save_quantized(file.model, out / name)
+    return {**cal.report, **qdq.report, **cpu.report, "tensorrt_calibration_cache": TRT_CACHE_NAME}
+
+
+def _calibrate(
+    options: ExportOptions, metadata: ArtifactMetadata, fp32_path: Path, calib_paths: List[Path]
+) -> Int8Calibration:
     out = fp32_path.parent
     fp32 = load_onnx_model(fp32_path)
     calib = CalibrationSet(calib_paths, metadata.preprocess, progress=options.progress)
-    model_sha = sha256_file(fp32_path)
-    key = calibration_cache_key(model_sha, calib.fingerprint(), "stats", bins=r.HIST_BINS)
+    key = calibration_cache_key(sha256_file(fp32_path), calib.fingerprint(), "stats", bins=r.HIST_BINS)
     cache_path = out / "calibration" / f"stats-{key}.npz"
     stats, reused = r.cached_stats(fp32, calib, cache_path, key, progress=options.progress)
     # every method's ranges, once: entropy's threshold search is the slow part of calibration
     method_ranges = {m: r.fold_relu_ranges(fp32, r.compute_ranges(stats, m)) for m in r.METHODS}
-    ranges = method_ranges[options.calib_method]
-    reference = q.logits_of(fp32.SerializeToString(), calib.data)
-    head = _logits_head_nodes(fp32)
-    result: Dict[str, Any] = {
+    report = {
         "calibration": {
             "images": len(calib),
             "skipped": [str(p) for p in calib.skipped],
             "method": options.calib_method,
             "cache": str(cache_path.relative_to(out)),
             "cache_reused": reused,
-        },
+        }
     }
+    reference = q.logits_of(fp32.SerializeToString(), calib.data)
+    return Int8Calibration(fp32, calib, key, method_ranges, reference, _logits_head_nodes(fp32), report)
+
+
+def _qdq_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calibration) -> Int8File:
+    """``model.int8.onnx``: int8 symmetric Q/DQ (what TensorRT builds), computed exactly; the most
+    sensitive layers stay float until the calibration images agree with fp32 as targeted."""
+    problem = q.QuantProblem(
+        cal.fp32,
+        cal.method_ranges[options.calib_method],
+        "s8",
+        options.calib_method,
+        cal.calib.data,
+        cal.reference,
+    )
+    report: Dict[str, Any] = {}
 
     def ranking() -> List[str]:
-        if "sensitivity" not in result:
-            result["sensitivity"] = q.sensitivity(
-                fp32, ranges, "s8", options.calib_method, calib.data, reference, progress=options.progress
-            )
-        return [row["node"] for row in result["sensitivity"]]
+        if "sensitivity" not in report:
+            report["sensitivity"] = q.sensitivity(problem, progress=options.progress)
+        return [row["node"] for row in report["sensitivity"]]
 
     if options.sensitivity_report:
         ranking()
-    float_nodes, steps, s8_model = q.choose_float_nodes(
-        fp32,
-        ranges,
-        "s8",
-        options.calib_method,
-        calib.data,
-        reference,
+    float_nodes, steps, model = q.choose_float_nodes(
+        problem,
         ranking=ranking,
         target_agreement=options.target_agreement,
-        max_float=len(head) + options.max_float_layers,
-        always_float=head,
+        max_float=len(cal.head) + options.max_float_layers,
+        always_float=cal.head,
     )
-    result["steps"] = steps
-    result["float_nodes"] = list(float_nodes)
-    trt_cache = r.tensorrt_calibration_cache(ranges)
-    write_text_atomic(out / TRT_CACHE_NAME, trt_cache)
-    result["tensorrt_calibration_cache"] = TRT_CACHE_NAME
-    # The CPU flavour runs on ONNX Runtime's real integer kernels and is there for speed: every Conv
-    # stays integer (a float Conv inside ORT's NHWC integer graph costs more than it saves: with conv1
-    # in float SqueezeNet 1.1 ran 7.5 ms against 4.5 ms all-integer), and the calibration method is
-    # the one whose model agrees best with fp32 under those kernels on the calibration set (uint8 has
-    # twice the levels, so it often needs no clipping at all). Each Fire's Concat gets one range for
-    # its inputs and output, so ORT copies instead of requantizing (faster, and higher agreement
-    # here; for the TensorRT flavour the same change cost 0.2-0.8 points of val top-1, so it is
-    # left out there).
-    cpu_choice = None
+    report.update(steps=steps, float_nodes=list(float_nodes))
+    config = q.QuantConfig("s8", options.calib_method, tuple(float_nodes))
+    return Int8File(model, config, metadata.preprocess, report)
+
+
+def _cpu_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calibration) -> Int8File:
+    """``model.int8.cpu.onnx``: uint8 activations and ``reduce_range`` weights for ONNX Runtime's
+    integer kernels on x86, taking raw pixels where that is as accurate.
+
+    It is there for speed: every Conv stays integer (a float Conv inside ONNX Runtime's NHWC integer
+    graph costs more than it saves), the calibration method is the one whose model agrees best with
+    fp32 under those kernels on the calibration images, and each Fire's Concat gets one range for
+    its inputs and output, so ONNX Runtime copies instead of requantizing (docs/int8.md has the
+    measurements).
+    """
+    trials = []
+    best = None
     for method in [options.calib_method] + [m for m in r.METHODS if m != options.calib_method]:
-        config = q.QuantConfig("u8", method, tuple(head))
-        cpu_ranges = r.unify_concat_ranges(fp32, method_ranges[method])
-        model = q.quantize_model(fp32, cpu_ranges, config, calib.data)
-        fid = q.fidelity(reference, q.logits_of(model.SerializeToString(), calib.data, exact=False))
-        result.setdefault("cpu_flavour_trials", []).append(
-            {"method": method, "float_nodes": list(head), **fid.to_dict()}
-        )
-        trial = (fid.top1_agreement, -fid.logit_mse, config, model)
-        if cpu_choice is None or trial[:2] > cpu_choice[:2]:
-            cpu_choice = trial
-    assert cpu_choice is not None
-    if cpu_choice[0] < options.target_agreement:
+        config = q.QuantConfig("u8", method, tuple(cal.head))
+        ranges = r.unify_concat_ranges(cal.fp32, cal.method_ranges[method])
+        model = q.quantize_model(cal.fp32, ranges, config, cal.calib.data)
+        fid = q.fidelity(cal.reference, q.logits_of(model.SerializeToString(), cal.calib.data, exact=False))
+        trials.append({"method": method, "float_nodes": list(cal.head), **fid.to_dict()})
+        if best is None or (fid.top1_agreement, -fid.logit_mse) > best[:2]:
+            best = (fid.top1_agreement, -fid.logit_mse, config, model)
+    assert best is not None
+    agreement, _, config, model = best
+    if agreement < options.target_agreement:
         log.warning(
             "%s agrees with fp32 on %.1f %% of the calibration images (target %.0f %%); "
             "model.int8.onnx is the accurate INT8 file",
             INT8_CPU_NAME,
-            100 * cpu_choice[0],
+            100 * agreement,
             100 * options.target_agreement,
         )
-    result["cpu_flavour"] = cpu_choice[2].describe()
-    cpu_model, cpu_spec = pixel_input_if_close(
-        cpu_choice[3], fp32, metadata.preprocess, calib, reference, cpu_choice[0], result
+    report: Dict[str, Any] = {"cpu_file_trials": trials, "cpu_file": config.describe()}
+    model, spec = pixel_input_if_close(
+        model, cal.fp32, metadata.preprocess, cal.calib, cal.reference, agreement, report
     )
-    s8_config = q.QuantConfig("s8", options.calib_method, tuple(float_nodes))
-    models = {
-        INT8_NAME: (s8_config, s8_model, metadata.preprocess),
-        INT8_CPU_NAME: (cpu_choice[2], cpu_model, cpu_spec),
-    }
-    for name, (config, model, spec) in models.items():
-        meta = dataclasses.replace(
-            metadata,
-            preprocess=spec,
-            precision="int8",
-            quantization={**config.describe(), "calibration_images": len(calib), "calibration_key": key},
-            variants={"cpu": INT8_CPU_NAME} if name == INT8_NAME else {"qdq": INT8_NAME},
-        )
-        set_metadata(model, meta)
-        q.save_quantized(model, out / name)
-    return result
+    return Int8File(model, config, spec, report)
 
 
 # how much calibration-set agreement with fp32 the uint8-pixel input may cost before the CPU
-# flavour keeps float input: folding the normalisation only re-rounds conv1 (on SqueezeNet 1.1 it
+# file keeps float input: folding the normalisation only re-rounds conv1 (on SqueezeNet 1.1 it
 # left calibration-set agreement at 94.0 % and moved agreement on 200 val photos by up to a point,
 # either way)
 PIXEL_INPUT_TOLERANCE = 0.01
@@ -265,17 +308,17 @@ def pixel_input_if_close(
     agreement: float,
     result: Dict[str, Any],
 ) -> Tuple[Any, PreprocessSpec]:
-    """The CPU flavour with uint8 pixel input (:func:`quantize.pixel_input`) and its spec, unless it
+    """The CPU file with uint8 pixel input (:func:`quantize.pixel_input`) and its spec, unless it
     cannot be folded exactly or follows fp32 less closely on the calibration images."""
     pixel_spec = dataclasses.replace(spec, input_format="uint8-nhwc4")
     pixel_model = q.pixel_input(model, fp32, pixel_spec)
     if pixel_model is None:
-        result["cpu_flavour_input"] = {"format": spec.input_format, "why": "first conv cannot fold"}
+        result["cpu_file_input"] = {"format": spec.input_format, "why": "first conv cannot fold"}
         return model, spec
     pixels, _ = preprocess_files(calib.paths, pixel_spec, what="calibration image")
     fid = q.fidelity(reference, q.logits_of(pixel_model.SerializeToString(), np.stack(pixels), exact=False))
     keep = fid.top1_agreement >= agreement - PIXEL_INPUT_TOLERANCE
-    result["cpu_flavour_input"] = {
+    result["cpu_file_input"] = {
         "format": pixel_spec.input_format if keep else spec.input_format,
         "uint8_pixels": fid.to_dict(),
         "float_input_top1_agreement": agreement,
@@ -284,7 +327,7 @@ def pixel_input_if_close(
 
 
 def evaluate_exported(out: Path, data: Path, bundle: Any, int8: bool) -> Dict[str, Any]:
-    """Accuracy of PyTorch, the fp32 ONNX and (with int8) both int8 flavours, and their agreement."""
+    """Accuracy of PyTorch, the fp32 ONNX and (with int8) both INT8 files, and their agreement."""
     import torch
 
     from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, infer_batched, load_eval_set
@@ -304,12 +347,12 @@ def evaluate_exported(out: Path, data: Path, bundle: Any, int8: bool) -> Dict[st
         acc = run(lambda x: bundle.model(torch.from_numpy(x)).numpy(), bundle.preprocess)
     results["pytorch"] = acc.to_dict()
     reference = acc.predictions
-    files = [("onnx_fp32", FP32_NAME, "qdq")]
+    files = [("onnx_fp32", FP32_NAME)]
     if int8:
-        files += [("onnx_int8", INT8_NAME, "qdq"), ("onnx_int8_cpu", INT8_CPU_NAME, "cpu")]
+        files += [("onnx_int8", INT8_NAME), ("onnx_int8_cpu", INT8_CPU_NAME)]
     fp32_predictions = None
-    for key, name, flavour in files:
-        backend = ortb.load(out / name, ortb.OrtOptions(int8_flavour=flavour))
+    for key, name in files:
+        backend = ortb.load(out / name, ortb.OrtOptions())  # exactly this file
         acc = run(backend.infer, backend.metadata.preprocess)
         row = acc.to_dict()
         row["agreement_with_pytorch"] = float(np.mean(acc.predictions == reference))

@@ -1,10 +1,10 @@
-"""fp32 ONNX -> INT8 Q/DQ ONNX, in two flavours, from cached calibration statistics.
+"""fp32 ONNX -> INT8 Q/DQ ONNX, as two files, from cached calibration statistics.
 
 * ``s8`` (``model.int8.onnx``): int8 symmetric activations (zero point 0), per-tensor; int8
   symmetric per-channel weights; biases left in float. This is what TensorRT builds in explicit
   quantization mode (TensorRT 10 recommends it, 11 requires it; its parser rejects int32 bias DQ).
 * ``u8`` (``model.int8.cpu.onnx``): uint8 asymmetric activations and 7-bit (``reduce_range``) weights:
-  the flavour ONNX Runtime runs fast on x86 CPUs without VNNI, where AVX2's saturating int8
+  the file ONNX Runtime runs fast on x86 CPUs without VNNI, where AVX2's saturating int8
   multiply would otherwise cost accuracy.
 
 Ranges come from :mod:`.ranges`; ONNX Runtime's ``quantize_static`` places the Q/DQ nodes, with every
@@ -23,7 +23,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError, require
-from edge_squeeze.evaluate import infer_batched
 from edge_squeeze.fileio import atomic_path
 from edge_squeeze.preprocess import PreprocessSpec
 
@@ -159,7 +158,7 @@ def logits_of(model_bytes: bytes, batch: np.ndarray, exact: bool = True, threads
         so.intra_op_num_threads = threads
     session = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return infer_batched(lambda x: session.run(None, {name: x})[0], batch, 32)
+    return np.concatenate([session.run(None, {name: batch[i : i + 32]})[0] for i in range(0, len(batch), 32)])
 
 
 @dataclasses.dataclass
@@ -185,21 +184,34 @@ def fidelity(reference: np.ndarray, logits: np.ndarray) -> Fidelity:
     )
 
 
+@dataclasses.dataclass
+class QuantProblem:
+    """One fp32 model to quantize and what every trial on it shares: the activation ranges, the
+    activation encoding and calibration method, the calibration images and the fp32 logits on them."""
+
+    fp32_model: Any
+    ranges: Dict[str, Tuple[float, float]]
+    flavour: str  # activation encoding: "s8" (the Q/DQ file) or "u8" (the CPU file)
+    method: str
+    batch: np.ndarray
+    reference: np.ndarray  # fp32 logits on ``batch``
+
+    def trial(self, float_nodes: Sequence[str]) -> Tuple[Any, Fidelity]:
+        """The model quantized with ``float_nodes`` left in float, and how closely it follows fp32
+        (computed exactly, as TensorRT does)."""
+        config = QuantConfig(self.flavour, self.method, tuple(float_nodes))
+        model = quantize_model(self.fp32_model, self.ranges, config, self.batch)
+        return model, fidelity(self.reference, logits_of(model.SerializeToString(), self.batch))
+
+
 def sensitivity(
-    fp32_model: Any,
-    ranges: Dict[str, Tuple[float, float]],
-    flavour: str,
-    method: str,
-    batch: np.ndarray,
-    reference: np.ndarray,
-    nodes: Optional[Sequence[str]] = None,
-    progress: bool = False,
+    problem: QuantProblem, nodes: Optional[Sequence[str]] = None, progress: bool = False
 ) -> List[Dict[str, Any]]:
     """Per-layer sensitivity: quantize one Conv at a time (all others float) and measure the damage.
 
-    Sorted most sensitive first (largest logit MSE against fp32 on ``batch``).
+    Sorted most sensitive first (largest logit MSE against fp32 on the problem's images).
     """
-    all_convs = conv_nodes(fp32_model)
+    all_convs = conv_nodes(problem.fp32_model)
     targets: Iterable[str] = nodes if nodes is not None else all_convs
     if progress:
         from edge_squeeze.progress import progress_bar
@@ -207,21 +219,14 @@ def sensitivity(
         targets = progress_bar(list(targets), desc="per-layer sensitivity", unit="layer")
     rows = []
     for node in targets:
-        others = tuple(n for n in all_convs if n != node)
-        model = quantize_model(fp32_model, ranges, QuantConfig(flavour, method, others), batch)
-        fid = fidelity(reference, logits_of(model.SerializeToString(), batch))
+        _, fid = problem.trial([n for n in all_convs if n != node])
         rows.append({"node": node, **fid.to_dict()})
     rows.sort(key=lambda r: -r["logit_mse"])
     return rows
 
 
 def choose_float_nodes(
-    fp32_model: Any,
-    ranges: Dict[str, Tuple[float, float]],
-    flavour: str,
-    method: str,
-    batch: np.ndarray,
-    reference: np.ndarray,
+    problem: QuantProblem,
     ranking: Callable[[], Sequence[str]],
     target_agreement: float,
     max_float: int,
@@ -237,8 +242,7 @@ def choose_float_nodes(
     steps = []
     candidates: Optional[List[str]] = None
     while True:
-        model = quantize_model(fp32_model, ranges, QuantConfig(flavour, method, tuple(chosen)), batch)
-        fid = fidelity(reference, logits_of(model.SerializeToString(), batch))
+        model, fid = problem.trial(chosen)
         steps.append({"float_nodes": list(chosen), **fid.to_dict(), "bytes": model.ByteSize()})
         if fid.top1_agreement >= target_agreement or len(chosen) >= max_float:
             break
@@ -310,14 +314,14 @@ def pixel_input(model: Any, fp32_model: Any, spec: PreprocessSpec) -> Optional[A
         return None
     w_q, b_q = array(w_dq.input[0]), array(b_dq.input[0])
     if len(w_dq.input) > 2 and array(w_dq.input[2]).any():
-        return None  # weights are symmetric in both flavours; anything else is not ours
+        return None  # weights are symmetric in both files; anything else is not ours
     weight = numpy_helper.to_array(float_inits[float_conv[0].input[1]]).astype(np.float64)
     bias = numpy_helper.to_array(float_inits[float_conv[0].input[2]]).astype(np.float64)
     std = np.asarray(spec.std, np.float64)
     a, b = spec.scale / std, np.asarray(spec.mean, np.float64) / std
     folded = weight * a.reshape(1, -1, 1, 1)
     new_bias = bias - (weight * b.reshape(1, -1, 1, 1)).sum(axis=(1, 2, 3))
-    qmax = float(np.abs(w_q).max())  # the flavour's integer range (63 with reduce_range)
+    qmax = float(np.abs(w_q).max())  # the file's integer range (63 with reduce_range)
     new_scale = np.abs(folded).reshape(len(folded), -1).max(axis=1) / qmax
     new_scale = np.where(new_scale > 0, new_scale, 1.0)
     new_w = np.clip(np.round(folded / new_scale.reshape(-1, 1, 1, 1)), -qmax, qmax).astype(w_q.dtype)

@@ -197,7 +197,7 @@ def tensorrt_calibration_cache(ranges: Dict[str, Tuple[float, float]], trt_versi
     """Ranges as a TensorRT calibration cache: a header line, then ``tensor: <scale as big-endian hex>``.
 
     The scale is amax / 127 (symmetric int8), the form IInt8Calibrator.read_calibration_cache returns.
-    TensorRT checks only that the header names a calibrator it knows; this file is unrun on TensorRT here.
+    TensorRT checks only that the header names a calibrator it knows.
     """
     lines = [f"TRT-{trt_version}-EntropyCalibration2"]
     for name, (lo, hi) in ranges.items():
@@ -260,7 +260,7 @@ def unify_concat_ranges(model: Any, ranges: Dict[str, Tuple[float, float]]) -> D
     A Fire module concatenates its two expand branches; with one scale for all three tensors the
     quantized Concat is a plain copy instead of a requantization. Measured on SqueezeNet 1.1 (200
     calibration images): ONNX Runtime's uint8 model ran ~10 % faster and its agreement with fp32
-    rose from 92.5 to 94.0 % (minmax). Used for the CPU flavour only: on the TensorRT flavour
+    rose from 92.5 to 94.0 % (minmax). Used for the CPU file only: on the Q/DQ file
     (exact int8) it raised calibration agreement but cost 0.2-0.8 points of val top-1. Apply after
     :func:`fold_relu_ranges`.
     """

@@ -1,9 +1,14 @@
-"""The protocol every backend answers: load is the backend module's ``load``; running is ``infer``."""
+"""The protocol every backend answers.
+
+Building a backend and running it live apart, as in Polygraphy: each backend module has a loader,
+``load(path, options) -> Backend`` with its own typed options object, and a runner class that
+answers :class:`Backend`. :mod:`.select` picks the loader.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -38,6 +43,11 @@ class Backend(Protocol):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run a preprocessed batch (``info.input_dtype`` and ``info.input_shape``: what the model's
         own preprocessing makes); return float32 logits of shape (N, classes)."""
+        ...
+
+    def last_stage_ms(self) -> Dict[str, float]:
+        """Device time of the last ``infer``'s stages in ms (TensorRT: ``h2d``, ``infer``, ``d2h``
+        from CUDA events); empty where the runtime has none."""
         ...
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -32,9 +32,9 @@ class OrtOptions:
 
     providers: Sequence[str] = ("cpu",)  # short names from PROVIDERS or ONNX Runtime's own names
     threads: int = 0  # intra-op threads; 0 lets ONNX Runtime choose (one per physical core)
-    # int8 models exported with a CPU flavour beside them: "auto" times both here and keeps the
-    # faster; "qdq" (the TensorRT flavour) or "cpu" force one
-    int8_flavour: str = "auto"
+    # an INT8 export has two files: the Q/DQ file (model.int8.onnx) and the CPU file
+    # (model.int8.cpu.onnx); "auto" times both here and runs the faster, "qdq" or "cpu" force one
+    int8_file: str = "auto"
 
 
 def available_providers() -> List[str]:
@@ -60,17 +60,23 @@ def _resolve_providers(requested: Sequence[str]) -> List[str]:
     return resolved
 
 
-def open_session(path: Union[str, os.PathLike[str]], options: OrtOptions, exact_qdq: bool = False) -> Any:
-    """An ``InferenceSession``, with one clear error for a missing, truncated or foreign file.
+def open_session(
+    path: Union[str, os.PathLike[str]],
+    options: OrtOptions,
+    exact_qdq: bool = False,
+    model: Optional[bytes] = None,
+) -> Any:
+    """An ``InferenceSession`` on the file at ``path`` (or on ``model``, serialized bytes made from
+    it), with one clear error for a missing, truncated or foreign file.
 
     ``exact_qdq`` keeps Q/DQ nodes as written instead of fusing them into integer kernels. For the
-    int8-symmetric (TensorRT) flavour on x86 CPUs without VNNI this is needed for correct results:
+    int8-symmetric Q/DQ file on x86 CPUs without VNNI this is needed for correct results:
     ONNX Runtime's fused u8 x s8 AVX2 kernels saturate their int16 pair sums with full-range int8
-    weights (measured: 54 % top-1 fused against 65.8 % exact on the shared val set).
+    weights (docs/int8.md, section 1, has the measurement).
     """
     ort = require("onnxruntime", "the ONNX Runtime backend")
     path = Path(path)
-    if not path.is_file():
+    if model is None and not path.is_file():
         raise EdgeSqueezeError(
             f"model not found: {path} (check the path, or export one with edge-squeeze export)"
         )
@@ -83,7 +89,9 @@ def open_session(path: Union[str, os.PathLike[str]], options: OrtOptions, exact_
         so.add_session_config_entry("session.disable_quant_qdq", "1")
     try:
         return ort.InferenceSession(
-            str(path), sess_options=so, providers=_resolve_providers(options.providers)
+            model if model is not None else str(path),
+            sess_options=so,
+            providers=_resolve_providers(options.providers),
         )
     except EdgeSqueezeError:
         raise
@@ -139,6 +147,10 @@ class OnnxRuntimeBackend:
         (logits,) = self.session.run([self._output_name], {self.info.input_name: batch})
         return np.asarray(logits, dtype=np.float32).reshape(batch.shape[0], -1)
 
+    def last_stage_ms(self) -> Dict[str, float]:
+        """ONNX Runtime reports no stages of its own; ``bench`` times the call."""
+        return {}
+
     def close(self) -> None:
         self.session = None
 
@@ -148,7 +160,7 @@ class OnnxRuntimeBackend:
 
 def time_session(session: Any, spec: PreprocessSpec, runs: int = 20) -> float:
     """Median seconds per batch-1 ``run`` on the input ``spec`` makes, after warm-up; used to pick an
-    int8 flavour."""
+    INT8 file."""
     rng = np.random.default_rng(0)
     shape = (1, *spec.input_shape)
     if spec.pixel_input:
@@ -170,43 +182,38 @@ def needs_exact_qdq(metadata: ArtifactMetadata) -> bool:
     return bool(metadata.quantization) and metadata.quantization.get("flavour") == "s8"  # type: ignore[union-attr]
 
 
-_FLAVOUR_CHOICE: Dict[Tuple[str, str, int], str] = {}
-
-
 def load(path: Union[str, os.PathLike[str]], options: Optional[OrtOptions] = None) -> OnnxRuntimeBackend:
-    """Load an ONNX model; for an int8 model with a CPU flavour beside it, run the faster flavour here."""
+    """One ONNX file in one ``InferenceSession``. The Q/DQ INT8 file runs with exact Q/DQ arithmetic on
+    the CPU (:func:`open_session`); which INT8 file of an export to run is :mod:`.select`'s choice."""
     options = options or OrtOptions()
     path = Path(path)
     session = open_session(path, options)
     metadata = read_metadata(session, str(path))
-    on_cpu = session.get_providers()[0] == "CPUExecutionProvider"
-    if on_cpu and needs_exact_qdq(metadata):
+    if session.get_providers()[0] == "CPUExecutionProvider" and needs_exact_qdq(metadata):
         session = open_session(path, options, exact_qdq=True)
-    cpu_variant = metadata.variants.get("cpu")
-    if cpu_variant and on_cpu and options.int8_flavour != "qdq":
-        alt_path = path.with_name(cpu_variant)
-        if not alt_path.is_file():
-            log.warning(
-                "%s names a CPU flavour %s that is missing; using the Q/DQ model", path, alt_path.name
-            )
-        else:
-            alt_session = open_session(alt_path, options)
-            alt_metadata = read_metadata(alt_session, str(alt_path))
-            if options.int8_flavour == "cpu":
-                return OnnxRuntimeBackend(alt_session, alt_metadata, str(alt_path))
-            key = (str(path.resolve()), str(alt_path.resolve()), int(options.threads))
-            choice = _FLAVOUR_CHOICE.get(key)
-            if choice is None:
-                t_qdq = time_session(session, metadata.preprocess)
-                t_cpu = time_session(alt_session, alt_metadata.preprocess)
-                choice = "cpu" if t_cpu < t_qdq else "qdq"
-                _FLAVOUR_CHOICE[key] = choice
-                log.info(
-                    "int8 flavour measured here: Q/DQ s8 %.2f ms, CPU u8 %.2f ms at batch 1; using %s",
-                    t_qdq * 1e3,
-                    t_cpu * 1e3,
-                    alt_path.name if choice == "cpu" else path.name,
-                )
-            if choice == "cpu":
-                return OnnxRuntimeBackend(alt_session, alt_metadata, str(alt_path))
     return OnnxRuntimeBackend(session, metadata, str(path))
+
+
+def load_compressed(
+    path: Union[str, os.PathLike[str]], options: Optional[OrtOptions] = None
+) -> OnnxRuntimeBackend:
+    """A compressed model (``.esqz``, or the paper's ``.net``) without torch: its weights decompressed
+    with numpy into the fp32 graph :func:`edge_squeeze.onnx_graph.squeezenet_graph` builds, in memory."""
+    from edge_squeeze.compress.esqz import read_model_file
+    from edge_squeeze.config import SqueezeNetConfig
+    from edge_squeeze.fileio import sha256_file
+    from edge_squeeze.onnx_graph import squeezenet_graph
+
+    options = options or OrtOptions()
+    path = Path(path)
+    compressed = read_model_file(path)
+    config = SqueezeNetConfig.from_dict(compressed.config)
+    metadata = ArtifactMetadata(
+        arch=config.arch,
+        labels=compressed.labels,
+        preprocess=compressed.preprocess,
+        weights_sha256=sha256_file(path),
+        model_config=compressed.config,
+    )
+    graph = squeezenet_graph(config, compressed.state_dict).SerializeToString()
+    return OnnxRuntimeBackend(open_session(path, options, model=graph), metadata, str(path))

@@ -15,9 +15,9 @@ The buffers, stream, events and graph live in :mod:`.cuda_buffers`, which has ru
 (docs/gpu-validation.md); this file adds TensorRT around them and has not run with TensorRT.
 
 Engines are cached next to the ONNX model, keyed by TensorRT version, GPU, precision, batch
-profile, DLA core, model hash and (implicit INT8) the calibration set; a cached engine for another
-TensorRT or GPU, or a corrupt one, is rebuilt with one log line; a bare ``.engine`` from another
-device is a clear error.
+profile, DLA core, model hash and (implicit INT8) the calibration set, by
+``edge_squeeze.export.tensorrt_build.cached_engine``, which ``load`` takes as its engine builder;
+a bare ``.engine`` from another device is a clear error.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import numpy as np
 
 from edge_squeeze.environment import tensorrt_version
 from edge_squeeze.errors import INSTALL_HINTS, EdgeSqueezeError, MissingDependencyError
-from edge_squeeze.fileio import sha256_file
 
 from .base import BackendInfo, check_input
 from .cuda_buffers import CudaBuffers
 from .cuda_buffers import unavailable_reason as cuda_unavailable_reason
+from .engine_sidecar import DeviceIdentity, Sidecar, incompatibility
 
 log = logging.getLogger("edge_squeeze")
 
@@ -137,6 +137,57 @@ def infer_in_slices(batch: np.ndarray, max_batch: int, run: Callable[[np.ndarray
 # --- TensorRT (type-checked against tensorrt-stubs; not run on a GPU) ---------------------------
 
 
+def import_tensorrt() -> Any:
+    from edge_squeeze.environment import tensorrt_version
+
+    if tensorrt_version() is None:
+        raise MissingDependencyError(
+            "TensorRT is not installed: on a Jetson it comes with JetPack (python3-libnvinfer); elsewhere "
+            "pip install tensorrt (see docs/jetson.md)"
+        )
+    import tensorrt
+
+    return tensorrt
+
+
+def current_device() -> DeviceIdentity:
+    """TensorRT version and GPU 0, via pycuda."""
+    trt_mod = import_tensorrt()
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "pycuda is not installed: pip install pycuda (built on the device)"
+        ) from exc
+    try:
+        cuda.init()
+        if cuda.Device.count() == 0:
+            raise EdgeSqueezeError("no CUDA GPU found: TensorRT needs an NVIDIA GPU")
+        dev = cuda.Device(0)
+        return DeviceIdentity(str(trt_mod.__version__), str(dev.name()), tuple(dev.compute_capability()))  # type: ignore[arg-type]
+    except cuda.Error as exc:
+        raise EdgeSqueezeError(f"CUDA is not usable here: {exc}") from exc
+
+
+def make_logger(trt_mod: Any) -> Any:
+    """A TensorRT ``ILogger`` that forwards to ours, so TensorRT's messages show as log lines."""
+    severity = trt_mod.ILogger.Severity
+
+    class Forwarder(trt_mod.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt_mod.ILogger.__init__(self)
+
+        def log(self, level: Any, msg: str) -> None:
+            if level in (severity.INTERNAL_ERROR, severity.ERROR):
+                log.error("TensorRT: %s", msg)
+            elif level == severity.WARNING:
+                log.warning("TensorRT: %s", msg)
+            else:
+                log.debug("TensorRT: %s", msg)
+
+    return Forwarder()
+
+
 def read_engine_io(engine: Any) -> List[TensorDesc]:
     import tensorrt as trt
 
@@ -158,8 +209,6 @@ def read_engine_io(engine: Any) -> List[TensorDesc]:
 class TensorRTBackend:
     def __init__(self, engine_path: Path, sidecar: Any, cuda_graph: bool = False) -> None:
         import tensorrt as trt
-
-        from edge_squeeze.export.tensorrt_build import make_logger
 
         self.metadata = sidecar.metadata
         self._input = sidecar.input_name
@@ -295,8 +344,6 @@ class TensorRTBackend:
 
 
 def _load_engine(engine_path: Path, cuda_graph: bool) -> TensorRTBackend:
-    from edge_squeeze.export.tensorrt_build import Sidecar, current_device, incompatibility
-
     sidecar = Sidecar.read(engine_path)
     problem = incompatibility(sidecar, current_device())
     if problem:
@@ -312,72 +359,32 @@ def default_precision(path: Path) -> str:
     return "int8" if path.name.endswith(".int8.onnx") else "fp16"
 
 
-def cached_engine(onnx_path: Path, options: TensorRTOptions) -> Path:
-    """The engine for ``onnx_path`` cached beside it, built (or rebuilt, with one log line) as needed."""
-    from edge_squeeze.export.calibration import calibration_fingerprint, select_calibration_images
-    from edge_squeeze.export.onnx_export import load_onnx_model, metadata_of
-    from edge_squeeze.export.tensorrt_build import (
-        BuildOptions,
-        Sidecar,
-        build_engine,
-        current_device,
-        engine_cache_path,
-        incompatibility,
-        resolve_profile,
-    )
-
-    precision = options.precision or default_precision(onnx_path)
-    device = current_device()
-    dla = options.dla_core is not None
-    profile = resolve_profile(options.profile, dla)
-    model_sha = sha256_file(onnx_path)
-    calibration = None
-    if options.calib and precision == "int8" and not onnx_path.name.endswith(".int8.onnx"):
-        spec = metadata_of(load_onnx_model(onnx_path), str(onnx_path)).preprocess
-        images = select_calibration_images(options.calib, options.calib_count)
-        calibration = calibration_fingerprint(images, spec)
-    path = engine_cache_path(onnx_path, model_sha, device, precision, profile, options.dla_core, calibration)
-    if path.is_file():
-        try:
-            sidecar = Sidecar.read(path)
-            problem = incompatibility(sidecar, device)
-            if (
-                problem is None
-                and sidecar.onnx_sha256 == model_sha
-                and sidecar.engine_sha256 == sha256_file(path)
-            ):
-                return path
-            log.info("rebuilding cached engine %s: %s", path.name, problem or "model or engine changed")
-        except (EdgeSqueezeError, OSError) as exc:
-            log.info("rebuilding cached engine %s: %s", path.name, exc)
-    build = BuildOptions(
-        precision=precision,
-        profile=profile,
-        dla_core=options.dla_core,
-        int8_mode=options.int8_mode,
-        calib_dir=Path(options.calib) if options.calib else None,
-        calib_count=options.calib_count,
-        timing_cache=onnx_path.with_name(f"{device.slug()}.timing.cache"),
-    )
-    if options.workspace_mb:
-        build.workspace_mb = options.workspace_mb
-    built, _ = build_engine(onnx_path, build, path)
-    return built
+EngineBuilder = Callable[[Path, TensorRTOptions], Path]
 
 
-def load(path: Union[str, os.PathLike[str]], options: Optional[TensorRTOptions] = None) -> TensorRTBackend:
-    """An ``.engine`` (with its sidecar), or an ONNX model built once and cached beside it."""
+def load(
+    path: Union[str, os.PathLike[str]],
+    options: Optional[TensorRTOptions] = None,
+    engine_builder: Optional[EngineBuilder] = None,
+) -> TensorRTBackend:
+    """An ``.engine`` (with its sidecar); or an ONNX model, turned into an engine by ``engine_builder``
+    (``edge_squeeze.export.tensorrt_build.cached_engine``: built once, cached beside the model)."""
     options = options or TensorRTOptions()
     reason = unavailable_reason()
     if reason is not None:
         raise MissingDependencyError(f"the TensorRT backend cannot run here: {reason}")
     path = Path(path)
-    if path.suffix in ENGINE_SUFFIXES:
-        return _load_engine(path, options.cuda_graph)
-    return _load_engine(cached_engine(path, options), options.cuda_graph)
+    if path.suffix not in ENGINE_SUFFIXES:
+        if engine_builder is None:
+            raise EdgeSqueezeError(
+                f"{path} is not an engine: build one with edge-squeeze build-engine {path}"
+            )
+        path = engine_builder(path, options)
+    return _load_engine(path, options.cuda_graph)
 
 
 __all__: List[str] = [
+    "EngineBuilder",
     "TensorDesc",
     "TensorRTBackend",
     "TensorRTOptions",

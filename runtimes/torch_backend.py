@@ -3,8 +3,10 @@ and a way to check an export against its source). Needs torch, so it is workstat
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
@@ -12,6 +14,12 @@ from edge_squeeze.errors import require
 from edge_squeeze.metadata import ArtifactMetadata
 
 from .base import BackendInfo, check_input
+
+
+@dataclasses.dataclass
+class TorchOptions:
+    threads: int = 0  # torch's intra-op threads; 0 leaves torch's default
+    arch: Optional[str] = None  # for a plain state dict that does not name its architecture
 
 
 class TorchBackend:
@@ -29,6 +37,9 @@ class TorchBackend:
         with self.torch.inference_mode():
             return self.model(self.torch.from_numpy(batch)).numpy().astype(np.float32, copy=False)
 
+    def last_stage_ms(self) -> Dict[str, float]:
+        return {}
+
     def close(self) -> None:
         self.model = None
 
@@ -39,7 +50,7 @@ def from_onnx(path: Union[str, os.PathLike[str]], threads: int = 0) -> TorchBack
     onnx = require("onnx", "reading ONNX weights")
     torch = require("torch", "the PyTorch backend")
     from edge_squeeze.errors import EdgeSqueezeError
-    from edge_squeeze.export.onnx_export import load_onnx_model, metadata_of
+    from edge_squeeze.metadata import load_onnx_model, metadata_of
     from edge_squeeze.models import SqueezeNet, SqueezeNetConfig
 
     model_proto = load_onnx_model(path)
@@ -58,14 +69,15 @@ def from_onnx(path: Union[str, os.PathLike[str]], threads: int = 0) -> TorchBack
     return TorchBackend(model, metadata, str(path), threads)
 
 
-def load(path: Union[str, os.PathLike[str]], threads: int = 0, arch: Any = None) -> TorchBackend:
-    """A checkpoint (which names its own arch), a plain state dict with ``arch``, or an fp32 export."""
+def load(path: Union[str, os.PathLike[str]], options: Optional[TorchOptions] = None) -> TorchBackend:
+    """A checkpoint (which names its own arch), a plain state dict with ``options.arch``, an ``.esqz``
+    or ``.net`` file, or an fp32 export."""
     from edge_squeeze.weights import load_model
 
-    if str(path).endswith(".onnx"):
-        return from_onnx(path, threads)
-
-    bundle = load_model(path, arch=arch)
+    options = options or TorchOptions()
+    if Path(path).suffix == ".onnx":
+        return from_onnx(path, options.threads)
+    bundle = load_model(path, arch=options.arch)
     metadata = ArtifactMetadata(
         arch=bundle.config.arch,
         labels=bundle.labels,
@@ -73,4 +85,4 @@ def load(path: Union[str, os.PathLike[str]], threads: int = 0, arch: Any = None)
         weights_sha256=bundle.weights_sha256,
         model_config=bundle.config.to_dict(),
     )
-    return TorchBackend(bundle.model, metadata, str(path), threads)
+    return TorchBackend(bundle.model, metadata, str(path), options.threads)

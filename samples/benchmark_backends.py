@@ -1,6 +1,6 @@
 """Compare backends and precisions on the same real images; copy and adapt.
 
-PyTorch eager (fp32), ONNX Runtime fp32 and int8 (both flavours), and TensorRT fp32/fp16/int8 when
+PyTorch eager (fp32), ONNX Runtime fp32 and int8 (both INT8 files), and TensorRT fp32/fp16/int8 when
 TensorRT and a GPU are present, side by side in one run. Writes ``benchmarks/results/<host>.json``
 and ``<host>.md``.
 
@@ -35,6 +35,8 @@ from edge_squeeze.bench import (
     format_table,
     load_frames,
     machine_info,
+    paired_batch1,
+    ratio_summary,
     summarize,
     time_configuration,
 )
@@ -88,43 +90,6 @@ def classifier_overhead(clf: Any, frame: np.ndarray, seconds: float) -> Dict[str
         raw.append((t2 - t1) / 1e6)
     p, r = float(np.median(predict)), float(np.median(raw))
     return {"predict_p50_ms": p, "preprocess_plus_backend_p50_ms": r, "ratio": p / r, "n": len(predict)}
-
-
-def paired_batch1(
-    clfs: Dict[str, Any], frames: List[np.ndarray], rounds: int, block_s: float
-) -> Dict[str, List[float]]:
-    """Batch-1 inference of each classifier in alternating short blocks (order reversed every round),
-    so a noisy machine's slow spells fall on every backend alike. Returns each one's per-round median
-    in ms; ratios of the same round compare like with like."""
-    batches = [clf.preprocess(frames[:8]) for clf in clfs.values()]
-    names = list(clfs)
-    medians: Dict[str, List[float]] = {name: [] for name in names}
-    for name, batch in zip(names, batches):
-        for i in range(20):
-            clfs[name].infer(batch[i % len(batch)][None])
-    for r in range(rounds):
-        order = list(zip(names, batches))
-        for name, batch in order if r % 2 == 0 else order[::-1]:
-            infer, times, i = clfs[name].infer, [], 0
-            deadline = time.perf_counter() + block_s
-            while time.perf_counter() < deadline:
-                x = batch[i % len(batch)][None]
-                t0 = time.perf_counter_ns()
-                infer(x)
-                times.append((time.perf_counter_ns() - t0) / 1e6)
-                i += 1
-            medians[name].append(float(np.median(times)))
-    return medians
-
-
-def ratio_summary(slow: List[float], fast: List[float]) -> Dict[str, float]:
-    ratios = np.asarray(slow) / np.asarray(fast)
-    return {
-        "median": float(np.median(ratios)),
-        "min": float(ratios.min()),
-        "max": float(ratios.max()),
-        "rounds": len(ratios),
-    }
 
 
 def operator_profile(model: Path, frame_batch: np.ndarray, runs: int = 200) -> Dict[str, float]:
@@ -192,13 +157,13 @@ def main() -> None:
         (
             "model.int8.cpu.onnx (ORT int8 u8)",
             lambda: Classifier(
-                models / "model.int8.onnx", backend="onnxruntime", threads=args.threads, int8_flavour="cpu"
+                models / "model.int8.onnx", backend="onnxruntime", threads=args.threads, int8_file="cpu"
             ),
         ),
         (
             "model.int8.onnx (ORT int8 s8, exact QDQ)",
             lambda: Classifier(
-                models / "model.int8.onnx", backend="onnxruntime", threads=args.threads, int8_flavour="qdq"
+                models / "model.int8.onnx", backend="onnxruntime", threads=args.threads, int8_file="qdq"
             ),
         ),
     ]

@@ -79,6 +79,35 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def narrow_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A narrow SqueezeNet 1.1 (Fire widths 16-64 instead of 128-512, ~30k weights), 10 classes, 64x64
+    input, as an edge-squeeze checkpoint: for tests of control flow that would otherwise pay for
+    per-layer measurements on a full-width network."""
+    torch = pytest.importorskip("torch")
+    from edge_squeeze.config import config_for
+    from edge_squeeze.labels import Labels
+    from edge_squeeze.models import SqueezeNet
+    from edge_squeeze.preprocess import PreprocessSpec
+    from edge_squeeze.weights import CHECKPOINT_FORMAT
+
+    torch.manual_seed(0)
+    config = config_for("squeezenet1_1", num_classes=10, base_e=16, incr_e=16)
+    model = SqueezeNet(config)
+    path = tmp_path_factory.mktemp("narrow") / "narrow.pt"
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "config": config.to_dict(),
+            "state_dict": model.state_dict(),
+            "labels": Labels.numbered(10).to_dict(),
+            "preprocess": PreprocessSpec.imagenet(64).to_dict(),
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_int8_export(
     tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, pattern_dataset: Path
 ) -> Path:

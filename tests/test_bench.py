@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,18 +147,8 @@ def test_format_table_has_one_row_per_configuration():
     assert len(lines) == 4 and "model.onnx" in lines[2] and "50.0%" in lines[2]
 
 
-def _sample_module():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "samples" / "benchmark_backends.py"
-    spec = importlib.util.spec_from_file_location("benchmark_backends", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_paired_rounds_time_every_backend_each_round():
-    sample = _sample_module()
+    from edge_squeeze.bench import paired_batch1, ratio_summary
 
     class Fake:
         def __init__(self):
@@ -174,8 +163,8 @@ def test_paired_rounds_time_every_backend_each_round():
 
     clfs = {"a": Fake(), "b": Fake()}
     frames = [np.zeros((8, 8, 3), np.uint8)] * 3
-    medians = sample.paired_batch1(clfs, frames, rounds=3, block_s=0.01)
+    medians = paired_batch1(clfs, frames, rounds=3, block_s=0.01)
     assert set(medians) == {"a", "b"} and all(len(v) == 3 and min(v) > 0 for v in medians.values())
     assert {s for c in clfs.values() for s in c.shapes} == {(1, 3, 8, 8)}
-    summary = sample.ratio_summary([2.0, 6.0, 3.0], [1.0, 2.0, 1.0])
+    summary = ratio_summary([2.0, 6.0, 3.0], [1.0, 2.0, 1.0])
     assert summary == {"median": 3.0, "min": 2.0, "max": 3.0, "rounds": 3}

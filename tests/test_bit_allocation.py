@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from edge_squeeze.bit_allocation import LayerCost, allocate_bits
+from edge_squeeze.compress.budget import LayerCost, allocate_bits
 from edge_squeeze.errors import EdgeSqueezeError
 
 
@@ -49,14 +49,15 @@ def test_allocation_that_cannot_fit_says_how_much_it_needs():
         allocate_bits(costs, smallest - 1, granularity=1)
 
 
-def test_sensitivity_is_measured_without_changing_the_model(tiny_checkpoint, pattern_dataset):
+def test_sensitivity_is_measured_without_changing_the_model(narrow_checkpoint, pattern_dataset):
     torch = pytest.importorskip("torch")
-    from edge_squeeze.bit_allocation import measure_sensitivity
-    from edge_squeeze.compression import encode_shared, share_weights
+    from edge_squeeze.compress.budget import measure_sensitivity
+    from edge_squeeze.compress.esqz import encode_shared
+    from edge_squeeze.compress.sharing import share_weights
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
     from edge_squeeze.weights import load_model
 
-    bundle = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    bundle = load_model(narrow_checkpoint)
     model = bundle.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 16), bundle.preprocess).data
@@ -79,14 +80,14 @@ def test_sensitivity_is_measured_without_changing_the_model(tiny_checkpoint, pat
     assert sum(by[n, 2].divergence for n in convs) > 10 * sum(by[n, 6].divergence for n in convs)
 
 
-def test_calibrated_fit_uses_measured_sensitivity_and_fits(tiny_checkpoint, pattern_dataset, tmp_path):
+def test_calibrated_fit_uses_measured_sensitivity_and_fits(narrow_checkpoint, pattern_dataset, tmp_path):
     pytest.importorskip("torch")
-    from edge_squeeze.compression import CompressOptions, read_esqz, write_esqz
+    from edge_squeeze.compress import CompressOptions, read_esqz, write_esqz
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
     from edge_squeeze.weights import load_model
 
     def bundle():
-        return load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+        return load_model(narrow_checkpoint)
 
     b = bundle()
     images = CalibrationSet(select_calibration_images(pattern_dataset / "train", 16), b.preprocess).data

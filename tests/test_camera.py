@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 
@@ -81,36 +82,55 @@ def test_v4l2_forms_and_files(tmp_path):
             parse_source(bad, gstreamer=True)
 
 
-class FastFakeCamera:
-    """Delivers numbered frames every 2 ms, like a camera that never waits for its consumer."""
+class SteppedCamera:
+    """A live camera whose frames the test releases: frame k holds the value k, and ``read`` blocks
+    until the test has released one, as a camera blocks until its next exposure."""
 
     def __init__(self):
-        self.n = 0
+        self.frames = queue.Queue()
+        self.count = 0
+        self.stopping = threading.Event()
+
+    def release_frames(self, n):
+        for _ in range(n):
+            self.count += 1
+            self.frames.put(np.full((4, 4, 3), self.count, np.uint8))
 
     def read(self):
-        time.sleep(0.002)
-        self.n += 1
-        return True, np.full((4, 4, 3), self.n % 256, np.uint8)
+        while not self.stopping.is_set():
+            try:
+                return True, self.frames.get(timeout=0.01)
+            except queue.Empty:
+                continue
+        return False, None
 
     def release(self):
         pass
 
 
+def _wait_until_read(reader, n):
+    """Until the reader thread has taken n frames from the camera (no fixed sleeps)."""
+    with reader._cond:
+        assert reader._cond.wait_for(lambda: reader._seq >= n, timeout=10), f"reader stuck at {reader._seq}"
+
+
 def test_newest_frame_policy_when_inference_is_slower_than_the_camera():
-    reader = LatestFrameReader(FastFakeCamera, "fake").start()
+    camera = SteppedCamera()
+    reader = LatestFrameReader(lambda: camera, "fake", retry_delays=(0.01,)).start()
     try:
-        seen = []
-        for _ in range(5):
-            seq, _frame = reader.read(timeout=2)
-            seen.append(seq)
-            time.sleep(0.05)  # "inference" 25x slower than the camera
-        gaps = np.diff(seen)
-        assert (gaps > 5).all(), f"old frames were queued: {seen}"
-        assert reader.dropped > 50
-        # the frame handed out is the newest: nothing newer than ~one camera period is waiting
-        seq, _ = reader.read(timeout=2)
-        assert reader._seq - seq <= 2
+        camera.release_frames(10)  # ten frames arrive while "inference" is busy
+        _wait_until_read(reader, 10)
+        seq, frame = reader.read(timeout=2)
+        assert (seq, int(frame[0, 0, 0])) == (10, 10)  # the newest, not the oldest queued
+        assert reader.dropped == 9
+        camera.release_frames(3)
+        _wait_until_read(reader, 13)
+        seq, frame = reader.read(timeout=2)
+        assert (seq, int(frame[0, 0, 0])) == (13, 13) and reader.dropped == 11
+        camera.release_frames(1)  # a consumer faster than the camera waits for the next frame
+        assert reader.read(timeout=2)[0] == 14 and reader.dropped == 11
     finally:
+        camera.stopping.set()
         reader.close()
 
 
@@ -210,7 +230,10 @@ def test_corrupt_video_is_one_clear_error(imagenet_onnx, tmp_path, capsys):
 
 
 def test_camera_thread_is_released_on_interrupt():
-    reader = LatestFrameReader(FastFakeCamera, "fake").start()
+    camera = SteppedCamera()
+    reader = LatestFrameReader(lambda: camera, "fake", retry_delays=(0.01,)).start()
+    camera.release_frames(1)
     reader.read(timeout=2)
+    camera.stopping.set()
     reader.close()
     assert not any(t.name == "camera:fake" and t.is_alive() for t in threading.enumerate())

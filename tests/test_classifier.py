@@ -37,23 +37,23 @@ def test_predict_batch_matches_single(exported, pattern_dataset):
 
 
 def test_repr_names_backend_precision_and_shape(exported):
-    text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="qdq"))
+    text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="qdq"))
     assert "backend='onnxruntime'" in text and "precision='int8'" in text
     assert "input=Nx3x96x96 float32" in text
-    text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="cpu"))
+    text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="cpu"))
     assert "input=Nx96x96x4 uint8" in text  # the CPU flavour takes raw pixels (and alpha)
 
 
-def test_int8_flavours_are_chosen_by_measurement(exported, caplog, monkeypatch):
-    from edge_squeeze.runtimes import onnxruntime_backend
+def test_the_int8_file_is_chosen_by_measurement(exported, caplog, monkeypatch):
+    from edge_squeeze.runtimes import select
 
-    monkeypatch.setattr(onnxruntime_backend, "_FLAVOUR_CHOICE", {})
+    monkeypatch.setattr(select, "_INT8_FILE_CHOICE", {})
     with caplog.at_level(logging.INFO, logger="edge_squeeze"):
         Classifier(exported / "model.int8.onnx", backend="onnxruntime")
-    assert "int8 flavour measured here" in caplog.text
-    forced = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="qdq")
+    assert "INT8 files timed here at batch 1" in caplog.text
+    forced = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="qdq")
     assert forced.info.model_path.endswith("model.int8.onnx")
-    forced = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_flavour="cpu")
+    forced = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="cpu")
     assert forced.info.model_path.endswith("model.int8.cpu.onnx")
 
 

@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 
 from edge_squeeze.cli import main
-from edge_squeeze.compression import (
-    MAGIC,
-    decompress_tensor,
-    deep_compression_layers,
-    encode_shared,
-    huffman_decode,
-    huffman_encode,
-    huffman_lengths,
-    read_deep_compression,
-    read_esqz,
-    share_weights,
-)
+from edge_squeeze.compress.esqz import MAGIC, decompress_tensor, encode_shared, read_esqz
+from edge_squeeze.compress.huffman import huffman_decode, huffman_encode, huffman_lengths
+from edge_squeeze.compress.netfile import deep_compression_layers, read_deep_compression
+from edge_squeeze.compress.sharing import share_weights
 from edge_squeeze.errors import EdgeSqueezeError
 
 
@@ -91,8 +83,11 @@ def test_esqz_carries_labels_preprocessing_and_near_identical_weights(esqz, tiny
 def test_classifier_and_export_load_esqz(esqz, tmp_path):
     from edge_squeeze import Classifier
 
-    clf = Classifier(esqz)
-    assert clf.info.name == "pytorch" and len(clf.labels) == 10
+    clf = Classifier(esqz)  # ONNX Runtime on the decompressed graph: no torch needed
+    assert clf.info.name == "onnxruntime" and len(clf.labels) == 10
+    reference = Classifier(esqz, backend="pytorch")
+    x = clf.preprocess(np.random.default_rng(0).integers(0, 255, (3, 240, 260, 3), dtype=np.uint8))
+    np.testing.assert_allclose(clf.infer(x), reference.infer(x), rtol=1e-4, atol=1e-4)
     assert main(["-q", "export", "--weights", str(esqz), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "model.onnx").is_file()
 
@@ -160,11 +155,46 @@ def test_truncated_papers_file(shared, tmp_path):
         read_deep_compression(cut)
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize(
+    "arch, bypass, padding, size",
+    [
+        ("squeezenet1_0", "none", 1, 227),
+        ("squeezenet1_1", "none", 0, 224),
+        ("squeezenet1_0", "simple", 0, 96),
+        ("squeezenet1_1", "complex", 0, 96),
+    ],
+)
+def test_the_torch_free_graph_computes_what_the_torch_model_does(arch, bypass, padding, size):
+    """The fp32 ONNX graph built from a config and numpy weights (how .esqz runs without torch)
+    against the PyTorch SqueezeNet with the same weights."""
+    torch = pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from edge_squeeze.config import config_for
+    from edge_squeeze.models import SqueezeNet
+    from edge_squeeze.onnx_graph import squeezenet_graph
+
+    torch.manual_seed(0)
+    config = config_for(arch, num_classes=7, bypass=bypass, conv10_padding=padding)
+    model = SqueezeNet(config).eval()
+    with torch.no_grad():  # the bypassed expands start at zero: give every weight a value
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    session = ort.InferenceSession(
+        squeezenet_graph(config, state).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
+
+
 def test_papers_model_classifies_with_its_caffe_conventions(shared):
     from edge_squeeze import Classifier
 
     clf = Classifier(shared.deep_compression)
+    assert clf.info.name == "onnxruntime"
     assert clf.spec.crop == 227 and clf.spec.channel_order == "BGR" and clf.spec.scale == 1.0
     assert clf.predict(str(shared.photos / "samoyed.jpg")).label == "Samoyed"
 
@@ -181,8 +211,8 @@ def _correlated_layer(seed=0, out=24, d=48, n=2000):
 
 
 def test_compensated_rounding_keeps_layer_outputs_better_than_nearest():
-    from edge_squeeze.calibrated_sharing import round_with_compensation
-    from edge_squeeze.compression import kmeans_1d
+    from edge_squeeze.compress.calibrated import round_with_compensation
+    from edge_squeeze.compress.sharing import kmeans_1d
 
     w, x = _correlated_layer()
     h = x.T @ x / len(x)
@@ -202,7 +232,7 @@ def test_compensated_rounding_keeps_layer_outputs_better_than_nearest():
 
 
 def test_compensated_rounding_respects_the_pruning_mask():
-    from edge_squeeze.calibrated_sharing import round_with_compensation
+    from edge_squeeze.compress.calibrated import round_with_compensation
 
     w, x = _correlated_layer(seed=1)
     keep = np.random.default_rng(2).random(w.shape) > 0.4
@@ -212,7 +242,7 @@ def test_compensated_rounding_respects_the_pruning_mask():
 
 
 def test_float_output_target_undoes_upstream_error():
-    from edge_squeeze.calibrated_sharing import float_output_target
+    from edge_squeeze.compress.calibrated import float_output_target
 
     w, x_ref = _correlated_layer(seed=3)
     # the compressed model feeds this layer distorted inputs: a linear mix of the float ones
@@ -231,7 +261,7 @@ def test_float_output_target_undoes_upstream_error():
 def test_calibrated_esqz_follows_the_float_model_closer(tiny_checkpoint, pattern_dataset, tmp_path):
     import torch
 
-    from edge_squeeze.compression import CompressOptions, write_esqz
+    from edge_squeeze.compress import CompressOptions, write_esqz
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
     from edge_squeeze.weights import load_model
 
@@ -267,9 +297,9 @@ def test_calibrated_esqz_follows_the_float_model_closer(tiny_checkpoint, pattern
     assert errors["calibrated"] < 0.5 * errors["nearest"]
 
 
-def test_cli_compress_calibrated_and_bad_layer_bits(tiny_checkpoint, pattern_dataset, tmp_path, capsys):
+def test_cli_compress_calibrated_and_bad_layer_bits(narrow_checkpoint, pattern_dataset, tmp_path, capsys):
     out = tmp_path / "c.esqz"
-    args = ["-q", "compress", "--arch", "squeezenet1_1", "--weights", str(tiny_checkpoint), "--out", str(out)]
+    args = ["-q", "compress", "--weights", str(narrow_checkpoint), "--out", str(out)]
     calib = ["--calib", str(pattern_dataset / "train"), "--calib-count", "16"]
     assert main([*args, "--bits", "4", "--layer-bits", "classifier=5", *calib]) == 0
     assert read_esqz(out).compression["calibration_images"] == 16
@@ -318,7 +348,7 @@ def test_papers_model_under_500kb_within_two_points(shared, tmp_path):
 
 
 def test_imagenet_labels_are_named_not_stored(tmp_path):
-    from edge_squeeze.compression import CompressOptions, write_esqz
+    from edge_squeeze.compress import CompressOptions, write_esqz
     from edge_squeeze.labels import Labels, imagenet_labels
     from edge_squeeze.preprocess import PreprocessSpec
 
@@ -335,7 +365,7 @@ def test_imagenet_labels_are_named_not_stored(tmp_path):
 
 
 def test_fit_layer_bits_lowers_the_big_layer_first(tmp_path):
-    from edge_squeeze.compression import CompressOptions, fit_layer_bits, write_esqz
+    from edge_squeeze.compress import CompressOptions, fit_layer_bits, write_esqz
     from edge_squeeze.labels import Labels
     from edge_squeeze.preprocess import PreprocessSpec
 
@@ -360,7 +390,7 @@ def test_fit_layer_bits_lowers_the_big_layer_first(tmp_path):
 
 def test_calibrated_sharing_keeps_pruned_weights_pruned(tiny_checkpoint, pattern_dataset):
     torch = pytest.importorskip("torch")
-    from edge_squeeze.compression import CompressOptions, compress_state_dict
+    from edge_squeeze.compress import CompressOptions, compress_state_dict
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
     from edge_squeeze.weights import load_model
 
@@ -382,7 +412,8 @@ def test_calibrated_sharing_keeps_pruned_weights_pruned(tiny_checkpoint, pattern
 
 
 def test_uniform_grid_shares_on_steps_of_the_channel_maximum():
-    from edge_squeeze.compression import Grid, decompress_tensor
+    from edge_squeeze.compress.esqz import decompress_tensor
+    from edge_squeeze.compress.sharing import Grid
 
     rng = np.random.default_rng(5)
     weight = rng.laplace(0, 0.05, (12, 8, 3, 3)).astype(np.float32)
@@ -401,13 +432,13 @@ def test_uniform_grid_shares_on_steps_of_the_channel_maximum():
 def _tiny_model(checkpoint):
     from edge_squeeze.weights import load_model
 
-    return load_model(checkpoint, arch="squeezenet1_1", image_size=64)
+    return load_model(checkpoint)
 
 
 def _budget_case(checkpoint, dataset, tmp_path):
     """8 calibration images for the tiny SqueezeNet 1.1, the ``write_esqz`` arguments after the state
     dict (4-bit options last), and a budget of 80 % of its uncalibrated 4-bit file."""
-    from edge_squeeze.compression import CompressOptions, write_esqz
+    from edge_squeeze.compress import CompressOptions, write_esqz
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
 
     b = _tiny_model(checkpoint)
@@ -418,7 +449,7 @@ def _budget_case(checkpoint, dataset, tmp_path):
 
 def _write_calibrated(path, checkpoint, images, args, max_bytes, **kwargs):
     """A fresh tiny model's calibrated file (calibration changes the model it is given)."""
-    from edge_squeeze import compression
+    from edge_squeeze.compress import writer as compression
 
     b = _tiny_model(checkpoint)
     return compression.write_esqz(
@@ -427,10 +458,10 @@ def _write_calibrated(path, checkpoint, images, args, max_bytes, **kwargs):
 
 
 def test_calibrated_budget_is_refitted_when_the_first_file_overshoots(
-    tiny_checkpoint, pattern_dataset, tmp_path, monkeypatch, caplog
+    narrow_checkpoint, pattern_dataset, tmp_path, monkeypatch, caplog
 ):
     pytest.importorskip("torch")
-    from edge_squeeze import compression
+    from edge_squeeze.compress import writer as compression
 
     measure = compression.measure_layer_costs
 
@@ -438,55 +469,56 @@ def test_calibrated_budget_is_refitted_when_the_first_file_overshoots(
         return [dataclasses.replace(c, bytes=int(c.bytes * 0.7)) for c in measure(*args, **kwargs)]
 
     monkeypatch.setattr(compression, "measure_layer_costs", understated)
-    images, args, budget = _budget_case(tiny_checkpoint, pattern_dataset, tmp_path)
+    images, args, budget = _budget_case(narrow_checkpoint, pattern_dataset, tmp_path)
     with caplog.at_level(logging.INFO, logger="edge_squeeze"):
-        size = _write_calibrated(tmp_path / "fit.esqz", tiny_checkpoint, images, args, budget)
+        size = _write_calibrated(tmp_path / "fit.esqz", narrow_checkpoint, images, args, budget)
     assert "refitting" in caplog.text and size <= budget
 
 
 def test_calibrated_budget_that_already_fits_skips_the_measurement(
-    tiny_checkpoint, pattern_dataset, tmp_path, monkeypatch
+    narrow_checkpoint, pattern_dataset, tmp_path, monkeypatch
 ):
     pytest.importorskip("torch")
-    from edge_squeeze import compression
+    from edge_squeeze.compress import writer as compression
 
     def never(*args, **kwargs):
         raise AssertionError("a budget the full-width file meets needs no sensitivity measurement")
 
     monkeypatch.setattr(compression, "measure_layer_costs", never)
-    images, args, _ = _budget_case(tiny_checkpoint, pattern_dataset, tmp_path)
-    size = _write_calibrated(tmp_path / "fit.esqz", tiny_checkpoint, images, args, 10**8)
-    assert size <= 10**8 and not compression.read_esqz(tmp_path / "fit.esqz").compression["layer_levels"]
+    images, args, _ = _budget_case(narrow_checkpoint, pattern_dataset, tmp_path)
+    size = _write_calibrated(tmp_path / "fit.esqz", narrow_checkpoint, images, args, 10**8)
+    assert size <= 10**8 and not read_esqz(tmp_path / "fit.esqz").compression["layer_levels"]
 
 
 def test_calibrated_budget_on_a_given_measurement_writes_the_same_file(
-    tiny_checkpoint, pattern_dataset, tmp_path, monkeypatch
+    narrow_checkpoint, pattern_dataset, tmp_path, monkeypatch
 ):
     pytest.importorskip("torch")
-    from edge_squeeze import compression
+    from edge_squeeze.compress import writer as compression
 
-    images, args, budget = _budget_case(tiny_checkpoint, pattern_dataset, tmp_path)
-    costs = compression.measure_layer_costs(_tiny_model(tiny_checkpoint).model, images, args[-1])
-    measured = _write_calibrated(tmp_path / "measured.esqz", tiny_checkpoint, images, args, budget)
+    images, args, budget = _budget_case(narrow_checkpoint, pattern_dataset, tmp_path)
+    costs = compression.measure_layer_costs(_tiny_model(narrow_checkpoint).model, images, args[-1])
+    measured = _write_calibrated(tmp_path / "measured.esqz", narrow_checkpoint, images, args, budget)
 
     def never(*args, **kwargs):
         raise AssertionError("the given measurement should have been used")
 
     monkeypatch.setattr(compression, "measure_layer_costs", never)
     given = _write_calibrated(
-        tmp_path / "given.esqz", tiny_checkpoint, images, args, budget, layer_costs=costs
+        tmp_path / "given.esqz", narrow_checkpoint, images, args, budget, layer_costs=costs
     )
     assert given == measured <= budget
     assert (tmp_path / "given.esqz").read_bytes() == (tmp_path / "measured.esqz").read_bytes()
 
 
-def test_calibrated_budget_refuses_a_measurement_of_another_model(tiny_checkpoint, pattern_dataset, tmp_path):
+def test_calibrated_budget_refuses_a_measurement_of_another_model(
+    narrow_checkpoint, pattern_dataset, tmp_path
+):
     pytest.importorskip("torch")
-    from edge_squeeze.bit_allocation import LayerCost
-    from edge_squeeze.compression import Grid
+    from edge_squeeze.compress import Grid, LayerCost
 
-    images, args, budget = _budget_case(tiny_checkpoint, pattern_dataset, tmp_path)
+    images, args, budget = _budget_case(narrow_checkpoint, pattern_dataset, tmp_path)
     other = [LayerCost("features.0.weight", Grid(4), 100, 0.1)]  # a model with a single conv
     with pytest.raises(EdgeSqueezeError, match="another model"):
-        _write_calibrated(tmp_path / "x.esqz", tiny_checkpoint, images, args, budget, layer_costs=other)
+        _write_calibrated(tmp_path / "x.esqz", narrow_checkpoint, images, args, budget, layer_costs=other)
     assert not (tmp_path / "x.esqz").exists()

@@ -96,14 +96,14 @@ def test_fp16_twin_keeps_float32_io_and_agrees_with_fp32(tiny_export):
     assert report["files"]["fp16"]["path"] == "model.fp16.onnx"
 
 
-def test_cpu_flavour_uses_uint8_activations(tiny_export):
+def test_cpu_file_uses_uint8_activations(tiny_export):
     model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
     inits = {i.name: i for i in model.graph.initializer}
     q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert any(onnx.numpy_helper.to_array(inits[n.input[2]]).dtype == np.uint8 for n in q)
 
 
-def test_cpu_flavour_takes_uint8_pixels(tiny_export, pattern_dataset):
+def test_cpu_file_takes_uint8_pixels(tiny_export, pattern_dataset):
     model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
     tensor = model.graph.input[0].type.tensor_type
     assert tensor.elem_type == onnx.TensorProto.UINT8
@@ -112,7 +112,7 @@ def test_cpu_flavour_takes_uint8_pixels(tiny_export, pattern_dataset):
     meta = ArtifactMetadata.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
     assert meta.preprocess.input_format == "uint8-nhwc4"
     report = json.loads((tiny_export / "export-report.json").read_text())["int8"]
-    assert report["cpu_flavour_input"]["format"] == "uint8-nhwc4"
+    assert report["cpu_file_input"]["format"] == "uint8-nhwc4"
     from edge_squeeze import Classifier
 
     cpu = Classifier(tiny_export / "model.int8.cpu.onnx")
@@ -178,7 +178,7 @@ def test_quantizing_leaves_the_root_logger_as_it_was(tiny_export, pattern_datase
 
 
 def test_fire_concats_share_one_scale(tiny_export):
-    """CPU flavour: both expand branches and their Concat carry one scale, so ORT copies, not requantizes."""
+    """CPU file: both expand branches and their Concat carry one scale, so ORT copies, not requantizes."""
     for name in ("model.int8.cpu.onnx",):
         model = onnx.load(tiny_export / name)
         inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -307,7 +307,6 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys, tiny_checkpoint):
     assert code == 1 and "--int8 needs --calib" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_imagenet_int8_export_meets_the_accuracy_targets(shared, imagenet_int8_export):
     """The issue's main job on the shared data: INT8 within 1 point of FP32, agreement >= 90 %,
     FP32 ONNX within 0.5 point of PyTorch, model.int8.onnx <= 1.4 MB."""

@@ -50,8 +50,19 @@ def test_wheel_puts_nothing_generic_into_site_packages(tmp_path):
     assert "edge_squeeze/data/imagenet_synset_words.txt" in names
 
 
-def test_deploy_side_imports_and_runs_without_torch(tmp_path):
-    """Block torch, tensorrt and pycuda imports; Classifier and the runtimes must still work."""
+def test_deploy_side_imports_and_runs_without_torch(tmp_path, tiny_checkpoint):
+    """Block torch, tensorrt and pycuda imports; Classifier and the runtimes must still work, and an
+    .esqz file must still classify (ONNX Runtime on its decompressed weights)."""
+    pytest.importorskip("torch")
+    from edge_squeeze.compress import CompressOptions, write_esqz
+    from edge_squeeze.weights import load_model
+
+    bundle = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
+    esqz = tmp_path / "tiny.esqz"
+    state = bundle.model.state_dict()
+    write_esqz(
+        esqz, state, bundle.config.to_dict(), bundle.labels, bundle.preprocess, CompressOptions(bits=6)
+    )
     code = """
 import sys
 class Block:
@@ -67,9 +78,14 @@ from edge_squeeze.runtimes.tensorrt_backend import unavailable_reason
 print(unavailable_reason())
 x = preprocess(np.zeros((480, 640, 3), np.uint8))
 print(x.shape)
+clf = Classifier(sys.argv[1])
+print(clf.info.name, clf.predict(np.zeros((80, 80, 3), np.uint8)).label)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(esqz)], capture_output=True, text=True, check=True
+    ).stdout
     assert "TensorRT is not installed" in out and "(1, 3, 224, 224)" in out
+    assert "onnxruntime class_" in out
 
 
 def test_version_and_info(capsys):

@@ -406,7 +406,8 @@ def test_every_build_and_run_path_uses_only_names_its_tensorrt_has(
 ):
     import shutil
 
-    from edge_squeeze.export.tensorrt_build import BuildOptions, build_engine, resolve_profile
+    from edge_squeeze.export.tensorrt_build import build_engine
+    from edge_squeeze.export.tensorrt_plan import BuildOptions, resolve_profile
     from edge_squeeze.runtimes import tensorrt_backend
 
     fake = install_fake(version)
@@ -464,7 +465,8 @@ def test_every_build_and_run_path_uses_only_names_its_tensorrt_has(
 def test_a_removed_name_on_the_11_path_fails_here(install_fake, tiny_int8_export, tmp_path, monkeypatch):
     """The check above can fail: asking TensorRT 11 for BuilderFlag.FP16, as the code once did."""
     from edge_squeeze.export import tensorrt_build
-    from edge_squeeze.export.tensorrt_build import BuildOptions, build_engine
+    from edge_squeeze.export.tensorrt_build import build_engine
+    from edge_squeeze.export.tensorrt_plan import BuildOptions
 
     install_fake("11.0")
     real = tensorrt_build.plan_build

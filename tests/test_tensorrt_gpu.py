@@ -86,12 +86,11 @@ def test_implicit_int8_calibrates_on_the_device(exported, shared, reference):
 def test_dla_engine_reports_its_placement(exported):
     import tensorrt
 
-    from edge_squeeze.export.tensorrt_build import make_logger
-    from edge_squeeze.runtimes.tensorrt_backend import TensorRTOptions, load
+    from edge_squeeze.runtimes.tensorrt_backend import TensorRTOptions, load, make_logger
 
     if _trt_major() >= 11 or tensorrt.Builder(make_logger(tensorrt)).num_DLA_cores == 0:
         pytest.skip("no DLA core here (Xavier / Orin with TensorRT <= 10 only)")
-    from edge_squeeze.export.tensorrt_build import Sidecar
+    from edge_squeeze.runtimes.engine_sidecar import Sidecar
 
     backend = load(exported / "model.onnx", TensorRTOptions(precision="fp16", dla_core=0))
     sidecar = Sidecar.read(Path(backend.info.model_path))

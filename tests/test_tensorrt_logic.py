@@ -14,11 +14,8 @@ import pytest
 
 from edge_squeeze.cli import main
 from edge_squeeze.errors import EdgeSqueezeError
-from edge_squeeze.export.tensorrt_build import (
-    BatchProfile,
+from edge_squeeze.export.tensorrt_plan import (
     CalibrationFeeder,
-    DeviceIdentity,
-    Sidecar,
     calibration_profile,
     check_engine_source,
     dla_placement,
@@ -26,17 +23,22 @@ from edge_squeeze.export.tensorrt_build import (
     engine_cache_path,
     engine_file_name,
     has_fast_int8,
-    incompatibility,
-    parse_trt_version,
     plan_build,
     resolve_profile,
-    sidecar_path,
     tensorrt_calibration_cache_path,
 )
 from edge_squeeze.labels import Labels
 from edge_squeeze.metadata import ArtifactMetadata
 from edge_squeeze.preprocess import PreprocessSpec
 from edge_squeeze.runtimes.cuda_buffers import capture_graph
+from edge_squeeze.runtimes.engine_sidecar import (
+    BatchProfile,
+    DeviceIdentity,
+    Sidecar,
+    incompatibility,
+    parse_trt_version,
+    sidecar_path,
+)
 from edge_squeeze.runtimes.tensorrt_backend import (
     TensorDesc,
     batch_slices,
@@ -316,11 +318,11 @@ def test_tensorrt_calibration_cache_from_ranges():
     assert scales["input"] == pytest.approx(2.54 / 127) and scales["relu"] == pytest.approx(0.1)
 
 
-def test_engines_are_not_built_from_the_cpu_flavour():
+def test_engines_are_not_built_from_the_cpu_file():
     meta = ArtifactMetadata(arch="squeezenet1_1", labels=Labels(["a", "b"]), preprocess=PreprocessSpec())
     check_engine_source(meta, Path("model.int8.onnx"))
     pixels = dataclasses.replace(meta, preprocess=PreprocessSpec(input_format="uint8-nhwc"))
-    with pytest.raises(EdgeSqueezeError, match=r"CPU flavour.*model\.int8\.onnx"):
+    with pytest.raises(EdgeSqueezeError, match=r"CPU file.*model\.int8\.onnx"):
         check_engine_source(pixels, Path("model.int8.cpu.onnx"))
 
 
@@ -451,10 +453,10 @@ def test_invalidated_capture_and_failed_instantiation_leave_nothing_behind():
 
 def test_auto_falls_back_on_any_tensorrt_failure_with_one_reason(tiny_int8_export, monkeypatch, caplog):
     from edge_squeeze import Classifier
-    from edge_squeeze.classifier import _LOGGED_FALLBACKS
     from edge_squeeze.runtimes import tensorrt_backend
+    from edge_squeeze.runtimes.select import _LOGGED_FALLBACKS
 
-    def broken_load(path, options=None):
+    def broken_load(path, options=None, engine_builder=None):
         raise RuntimeError("pycuda._driver.LogicError: cuMemAlloc failed: out of memory")
 
     monkeypatch.setattr(tensorrt_backend, "unavailable_reason", lambda: None)

@@ -70,7 +70,6 @@ def test_labels_count_must_match(tmp_path, tiny_checkpoint):
         load_model(tiny_checkpoint, arch="squeezenet1_1", labels=parse_labels(["a", "b", "c"]))
 
 
-@pytest.mark.slow
 def test_imagenet_weights_reach_reference_accuracy(shared):
     """PyTorch + the project's preprocessing: >= 64 % top-1 on the shared val set (reference 65.0 %)."""
     labels = load_labels(shared.synset_words)

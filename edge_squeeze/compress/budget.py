@@ -1,6 +1,6 @@
 """Bits per layer for a size budget, chosen by what each layer's bits cost the model's outputs.
 
-Each conv layer is shared alone (calibrated, :mod:`.calibrated_sharing`) on every candidate grid
+Each conv layer is shared alone (calibrated, :mod:`.calibrated`) on every candidate grid
 (a k-means codebook of some width, or a uniform grid of some step), with the rest of the model in
 float, and the calibration images measure two things: the layer's bytes on that grid and the mean KL
 divergence of the model's class probabilities from the float model's. Summed divergence stands in
@@ -17,12 +17,20 @@ is plain Python.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import EdgeSqueezeError, require
+from edge_squeeze.errors import EdgeSqueezeError, require
+from edge_squeeze.labels import Labels
+from edge_squeeze.preprocess import PreprocessSpec
+
+from .esqz import _as_array, _dense, _pack, _shared_layer_names, encode_shared
+from .sharing import MIN_BITS, CompressOptions, Grid, _layer_grid, _share, _smaller, candidate_grids
+
+log = logging.getLogger("edge_squeeze")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +111,7 @@ def measure_sensitivity(
     ``encoded_bytes`` their encoded size. The model is left as it was.
     """
     torch = require("torch", "bit allocation")
-    from .calibrated_sharing import conv_layers_in_order, input_statistics, layer_inputs
+    from .calibrated import conv_layers_in_order, input_statistics, layer_inputs
 
     model.eval()
     modules = dict(model.named_modules())
@@ -113,7 +121,7 @@ def measure_sensitivity(
         reference = [torch.log_softmax(model(x), 1) for x in batches]
     iterator: Any = layers
     if progress:
-        from .progress import progress_bar
+        from edge_squeeze.progress import progress_bar
 
         iterator = progress_bar(layers, desc="layer sensitivity", unit="layer")
     costs: List[LayerCost] = []
@@ -144,3 +152,98 @@ def measure_sensitivity(
 
 
 __all__ = ["LayerCost", "allocate_bits", "measure_sensitivity"]
+
+
+def measure_layer_costs(
+    model: Any, calibration: np.ndarray, options: CompressOptions, progress: bool = False
+) -> List[Any]:
+    """Bytes and output divergence of each conv layer on each of its :func:`candidate_grids`
+    (:func:`measure_sensitivity`; ~10 minutes for SqueezeNet 1.1 on 2 cores)."""
+    return measure_sensitivity(
+        model,
+        calibration,
+        grids=lambda name: candidate_grids(name, options),
+        share=lambda name, w, h, grid: _share(name, w, options, grid, h),
+        encoded_bytes=lambda shared: len(encode_shared(shared, options.index_bits)[1]),
+        progress=progress,
+    )
+
+
+def fit_layer_bits(
+    state: Dict[str, Any],
+    config: Dict[str, Any],
+    labels: Labels,
+    spec: PreprocessSpec,
+    options: CompressOptions,
+    max_bytes: int,
+    costs: Optional[Callable[[], List[Any]]] = None,
+) -> CompressOptions:
+    """``options`` with a grid per layer (at most each layer's own bits) that fits the file in
+    ``max_bytes``.
+
+    With ``costs`` (returning :func:`measure_layer_costs`; called only if the file does not fit at
+    every layer's own bits, as the measurement takes minutes), the grids are the ones that least
+    change the model's outputs within the budget (:func:`allocate_bits`); the calibrated codes'
+    sizes come from that measurement, so :func:`write_esqz` checks the real file and tightens the
+    budget if needed.
+    Without, each step takes one bit from the layer where that bit saves the most bytes (on
+    SqueezeNet the final 1x1 conv first: 41 % of 1.1's weights), with sizes from nearest-entry
+    sharing, which is exact for uncalibrated files.
+    """
+    arrays = {name: _as_array(v) for name, v in state.items()}
+    convs = _shared_layer_names(arrays)
+    encoded: Dict[Tuple[str, Grid], Tuple[Dict[str, Any], bytes]] = {}
+
+    def encode(name: str, grid: Grid) -> Tuple[Dict[str, Any], bytes]:
+        if (name, grid) not in encoded:
+            encoded[name, grid] = encode_shared(_share(name, arrays[name], options, grid), options.index_bits)
+        return encoded[name, grid]
+
+    def prefix(name: str) -> str:
+        return name[: -len(".weight")] if name.endswith(".weight") else name
+
+    def options_for(grids: Dict[str, Grid]) -> CompressOptions:
+        """``options`` naming each grid that differs from ``--bits`` (the header the file will carry)."""
+        layer_bits = tuple(
+            (prefix(n), g.bits) for n, g in grids.items() if g.levels is None and g.bits != options.bits
+        )
+        layer_levels = tuple((prefix(n), g.levels) for n, g in grids.items() if g.levels is not None)
+        return dataclasses.replace(options, layer_bits=layer_bits, layer_levels=layer_levels)
+
+    def file_size(grids: Dict[str, Grid]) -> int:
+        entries, bodies = [], []
+        for name, a in arrays.items():
+            entry, body = encode(name, grids[name]) if name in grids else _dense(a)
+            entries.append({**entry, "name": name, "bytes": len(body)})
+            bodies.append(body)
+        return len(_pack(config, labels, spec, options_for(grids), entries, bodies))
+
+    grids = {name: _layer_grid(name, options) for name in convs}
+    full = file_size(grids)
+    if costs is not None and full > max_bytes:
+        # biases and header: what the file holds besides the shared weights
+        budget = max_bytes - (full - sum(len(encode(n, g)[1]) for n, g in grids.items()))
+        grids = {name: cost.grid for name, cost in allocate_bits(costs(), budget).items()}
+    else:
+        while file_size(grids) > max_bytes:
+            savings = [
+                (len(encode(n, g)[1]) - len(encode(n, smaller)[1]), n, smaller)
+                for n, g in grids.items()
+                for smaller in [_smaller(g)]
+                if smaller is not None
+            ]
+            if not savings:
+                raise EdgeSqueezeError(
+                    f"cannot fit the model in {max_bytes:,} bytes even at {MIN_BITS} bits a layer; "
+                    "raise --max-bytes or add --sparsity"
+                )
+            _, name, smaller = max(savings)
+            grids[name] = smaller
+
+    log.info(
+        "to fit %s bytes: %s",
+        f"{max_bytes:,}",
+        ", ".join(f"{prefix(n)} {g}" for n, g in grids.items() if g != Grid(options.bits))
+        or f"{options.bits} bits, no layer lowered",
+    )
+    return options_for(grids)

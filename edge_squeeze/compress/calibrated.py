@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import require
+from edge_squeeze.errors import require
 
 log = logging.getLogger("edge_squeeze")
 
@@ -183,7 +183,7 @@ def share_sequentially(
     modules = dict(model.named_modules())
     iterator: Any = layers
     if progress:
-        from .progress import progress_bar
+        from edge_squeeze.progress import progress_bar
 
         iterator = progress_bar(layers, desc="calibrated sharing", unit="layer")
     reference = copy.deepcopy(model) if match_float_outputs else None

@@ -1,0 +1,89 @@
+"""What defines a SqueezeNet variant, without torch: the configuration dataclass, the two
+architectures' defaults and the bypass modes. Checkpoints and artifacts carry a
+:class:`SqueezeNetConfig`; :mod:`.models` builds the network from it.
+
+Fire module i (i = 0 for fire2 ... 7 for fire9) has ``e_i = base_e + incr_e * floor(i / freq)``
+expand filters, ``pct_3x3`` of them 3x3, and ``squeeze_ratio * e_i`` squeeze filters. The defaults
+reproduce SqueezeNet 1.0 exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Tuple
+
+from .errors import EdgeSqueezeError
+
+BYPASS_MODES = ("none", "simple", "complex")
+
+
+@dataclasses.dataclass(frozen=True)
+class SqueezeNetConfig:
+    """Everything that defines a SqueezeNet variant; serialised into checkpoints and artifacts."""
+
+    version: str = "1_0"
+    num_classes: int = 1000
+    bypass: str = "none"
+    base_e: int = 128
+    incr_e: int = 128
+    pct_3x3: float = 0.5
+    freq: int = 2
+    squeeze_ratio: float = 0.125
+    conv1_channels: int = 96
+    conv1_kernel: int = 7
+    # max-pool after conv1 and after these fire modules (2..9); the paper's "late downsampling"
+    pool_after: Tuple[int, ...] = (4, 8)
+    conv10_padding: int = 0  # 1 in the Caffe Deep-Compression model
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.bypass not in BYPASS_MODES:
+            raise EdgeSqueezeError(f"bypass must be one of {', '.join(BYPASS_MODES)}, not {self.bypass!r}")
+        if not 0.0 < self.pct_3x3 < 1.0:
+            raise EdgeSqueezeError("pct_3x3 must lie strictly between 0 and 1")
+        if self.num_classes < 1:
+            raise EdgeSqueezeError("num_classes must be at least 1")
+
+    def fire_widths(self) -> List[Tuple[int, int, int]]:
+        """(squeeze, expand1x1, expand3x3) for fire2 ... fire9."""
+        widths = []
+        for i in range(8):
+            e = self.base_e + self.incr_e * (i // self.freq)
+            e3 = round(e * self.pct_3x3)
+            widths.append((max(1, round(e * self.squeeze_ratio)), e - e3, e3))
+        return widths
+
+    @property
+    def arch(self) -> str:
+        return f"squeezenet{self.version}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["pool_after"] = list(self.pool_after)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> SqueezeNetConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if "pool_after" in kwargs:
+            kwargs["pool_after"] = tuple(kwargs["pool_after"])
+        return cls(**kwargs)
+
+
+ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "squeezenet1_0": {"version": "1_0", "conv1_channels": 96, "conv1_kernel": 7, "pool_after": (4, 8)},
+    # 1.1: 64 3x3 filters in conv1 and earlier pooling, 2.4x less compute, same accuracy
+    "squeezenet1_1": {"version": "1_1", "conv1_channels": 64, "conv1_kernel": 3, "pool_after": (3, 5)},
+}
+
+
+def config_for(arch: str, **overrides: Any) -> SqueezeNetConfig:
+    if arch not in ARCH_DEFAULTS:
+        raise EdgeSqueezeError(f"unknown architecture {arch!r}: choose {' or '.join(ARCH_DEFAULTS)}")
+    values = dict(ARCH_DEFAULTS[arch])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SqueezeNetConfig(**values)
+
+
+ARCHS = tuple(ARCH_DEFAULTS)
