@@ -23,7 +23,10 @@ OUTPUT_NAME = "logits"
 def squeezenet_graph(config: SqueezeNetConfig, state: Dict[str, np.ndarray]) -> Any:
     """An ``onnx.ModelProto`` (dynamic batch and image size) of ``config`` with ``state``'s weights."""
     onnx = require("onnx", "running compressed models without torch")
-    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    # submodules imported by name: onnx 1.13 does not import numpy_helper with the package
+    helper = require("onnx.helper", "running compressed models without torch")
+    numpy_helper = require("onnx.numpy_helper", "running compressed models without torch")
+    checker = require("onnx.checker", "running compressed models without torch")
     nodes: List[Any] = []
     used: List[str] = []
 
@@ -94,5 +97,5 @@ def squeezenet_graph(config: SqueezeNetConfig, state: Dict[str, np.ndarray]) -> 
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edge-squeeze"
     )
     model.ir_version = 8  # readable by onnxruntime >= 1.14
-    onnx.checker.check_model(model)
+    checker.check_model(model)
     return model

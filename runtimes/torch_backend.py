@@ -47,7 +47,7 @@ class TorchBackend:
 def from_onnx(path: Union[str, os.PathLike[str]], threads: int = 0) -> TorchBackend:
     """The PyTorch model an edge-squeeze fp32 ONNX file was exported from, rebuilt from its metadata
     and initializers (the exporter keeps parameter names): eager reference numbers, same weights."""
-    onnx = require("onnx", "reading ONNX weights")
+
     torch = require("torch", "the PyTorch backend")
     from edge_squeeze.errors import EdgeSqueezeError
     from edge_squeeze.metadata import load_onnx_model, metadata_of
@@ -60,7 +60,8 @@ def from_onnx(path: Union[str, os.PathLike[str]], threads: int = 0) -> TorchBack
             f"{path} is not an fp32 edge-squeeze export; the PyTorch backend needs model.onnx"
         )
     model = SqueezeNet(SqueezeNetConfig.from_dict(metadata.model_config))
-    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model_proto.graph.initializer}
+    numpy_helper = require("onnx.numpy_helper", "reading ONNX weights")
+    arrays = {t.name: numpy_helper.to_array(t) for t in model_proto.graph.initializer}
     wanted = model.state_dict()
     missing = [k for k in wanted if k not in arrays]
     if missing:

@@ -47,6 +47,7 @@ def test_wheel_puts_nothing_generic_into_site_packages(tmp_path):
     assert tops == {"edge_squeeze", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     assert "edge_squeeze/export/pipeline.py" in names
     assert "edge_squeeze/runtimes/onnxruntime_backend.py" in names
+    assert "edge_squeeze/compress/esqz.py" in names  # every subpackage is listed in pyproject.toml
     assert "edge_squeeze/data/imagenet_synset_words.txt" in names
 
 

@@ -1,0 +1,300 @@
+"""The deploy side, checked where it runs: the same model files through the same calls on another
+Python, other package versions or another CPU, and the results compared.
+
+    # on the workstation venv: the models (SqueezeNet 1.1 INT8 export and an .esqz, from ../shared)
+    python tools/deploy_check.py export build/deploy/models --shared ../shared
+    # in each environment to compare (Python 3.8 with the oldest versions, aarch64 under emulation, ...)
+    python tools/deploy_check.py run build/deploy/models --shared ../shared --out build/deploy/py38.json
+    # anywhere
+    python tools/deploy_check.py compare build/deploy/main.json build/deploy/py38.json
+
+``run`` needs only the deploy side (numpy, OpenCV, ONNX Runtime, onnx; no torch) and Python 3.8:
+for every model file it records the top-1 class of every val photo and top-1/top-5 through
+``Classifier``, ``Classifier.predict`` on the larger photos, ``edge-squeeze predict --json`` and
+``eval --json``, ``camera --headless --jsonl`` on a short video made from the photos, and the one
+error line of some bad inputs. ``compare`` fails on any different top-1 class, eval top-1 more than
+0.2 point apart, or a different camera, predict or error result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+MODEL_FILES = ("model.onnx", "model.int8.onnx", "model.int8.cpu.onnx", "squeezenet1_1.esqz")
+EVAL_TOP1_TOLERANCE = 0.002
+
+
+def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``edge-squeeze ARGS`` of this interpreter's install (run outside the checkout, whose
+    ``edge_squeeze/`` folder is not the installed package); paths must be absolute."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_squeeze.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),
+    )
+
+
+def export(out: Path, shared: Path, calib_count: int) -> None:
+    """The model files (needs the workstation install: torch)."""
+    samples = shared / "data" / "imagenet-samples"
+    weights = shared / "weights" / "squeezenet1_1-imagenet.pth"
+    common = [
+        "--arch",
+        "squeezenet1_1",
+        "--weights",
+        str(weights),
+        "--labels",
+        str(samples / "synset_words.txt"),
+    ]
+    steps = [
+        [
+            "-q",
+            "export",
+            *common,
+            "--int8",
+            "--calib",
+            str(samples / "calib"),
+            "--calib-count",
+            str(calib_count),
+            "--out",
+            str(out),
+        ],
+        ["-q", "compress", *common, "--bits", "6", "--out", str(out / "squeezenet1_1.esqz")],
+    ]
+    for step in steps:
+        result = cli(*step)
+        if result.returncode != 0:
+            sys.exit(f"deploy_check: {' '.join(step[:2])} failed: {result.stderr.strip()}")
+
+
+def _video(photos: List[Path], path: Path) -> int:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (320, 240))
+    frames = 0
+    for photo in photos:
+        image = cv2.imread(str(photo))
+        for _ in range(2):
+            writer.write(cv2.resize(image, (320, 240), interpolation=cv2.INTER_AREA))
+            frames += 1
+    writer.release()
+    return frames
+
+
+def _one_line(result: subprocess.CompletedProcess) -> Dict[str, Any]:
+    lines = result.stderr.strip().splitlines()
+    return {"exit": result.returncode, "lines": len(lines), "message": lines[-1] if lines else ""}
+
+
+def run(models: Path, shared: Path, work: Path) -> Dict[str, Any]:
+    """Every check on this machine and interpreter."""
+    import cv2
+    import numpy as np
+    import onnxruntime
+
+    from edge_squeeze import Classifier
+    from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, infer_batched, load_eval_set
+
+    samples = shared / "data" / "imagenet-samples"
+    photos = sorted((shared / "data" / "photos").glob("*.jpg"))
+    work.mkdir(parents=True, exist_ok=True)
+    report: Dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "versions": {
+            "numpy": np.__version__,
+            "opencv": cv2.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "models": {},
+    }
+    import onnx
+
+    report["versions"]["onnx"] = onnx.__version__
+    for name in MODEL_FILES:
+        path = models / name
+        if not path.is_file():
+            continue
+        started = time.perf_counter()
+        int8_file = {"model.int8.onnx": "qdq", "model.int8.cpu.onnx": "cpu"}.get(name, "auto")
+        clf = Classifier(path, backend="onnxruntime", int8_file=int8_file)
+        paths, truth = ground_truth(samples / "val", clf.labels)
+        inputs, truth = load_eval_set(paths, truth, clf.spec)
+        acc = accuracy_from_logits(infer_batched(clf.infer, inputs, 32), truth)
+        report["models"][name] = {
+            "file_run": Path(clf.info.model_path).name,
+            "top1": acc.top1,
+            "top5": acc.top5,
+            "n": acc.n,
+            "predictions": {p.name: int(i) for p, i in zip(paths, acc.predictions)},
+            "photos": {p.name: clf.predict(str(p)).label for p in photos},
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    info = cli("info", "--json")
+    report["info"] = json.loads(info.stdout) if info.returncode == 0 else {"error": info.stderr}
+    said = report["info"]
+    report["info_truthful"] = (
+        said.get("python", "").startswith(platform.python_version())
+        and said.get("numpy") == np.__version__
+        and said.get("opencv", "").startswith(cv2.__version__)
+        and said.get("onnxruntime", "").startswith(onnxruntime.__version__)
+        and said.get("tensorrt", "").startswith("not installed")
+    )
+    auto = Classifier(models / "model.int8.onnx")  # which INT8 file "auto" runs here
+    report["int8_auto_choice"] = Path(auto.info.model_path).name
+    cpu = models / "model.int8.cpu.onnx"
+    predicted = cli("-q", "predict", str(cpu), str(photos[0]), "--json")
+    report["cli_predict"] = (
+        json.loads(predicted.stdout)[0]["label"] if predicted.returncode == 0 else predicted.stderr
+    )
+    evaluated = cli("-q", "eval", str(cpu), "--data", str(samples / "val"), "--json")
+    report["cli_eval"] = json.loads(evaluated.stdout) if evaluated.returncode == 0 else evaluated.stderr
+    video = work / "clip.avi"
+    frames = _video(photos, video)
+    jsonl = work / "camera.jsonl"
+    camera = cli(
+        "-q", "camera", "--model", str(cpu), "--source", str(video), "--headless", "--jsonl", str(jsonl)
+    )
+    report["camera"] = {
+        "exit": camera.returncode,
+        "frames_written": frames,
+        "labels": [json.loads(line)["label"] for line in jsonl.read_text().splitlines()]
+        if jsonl.is_file()
+        else [],
+    }
+    corrupt = work / "corrupt.onnx"
+    corrupt.write_bytes(cpu.read_bytes()[:5000])
+    report["bad_input"] = {
+        "missing model": _one_line(cli("-q", "predict", str(work / "missing.onnx"), str(photos[0]))),
+        "truncated model": _one_line(cli("-q", "predict", str(corrupt), str(photos[0]))),
+        "missing image": _one_line(cli("-q", "predict", str(cpu), str(work / "missing.jpg"))),
+        "not an image": _one_line(cli("-q", "predict", str(cpu), str(corrupt))),
+    }
+    return report
+
+
+def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
+    """How ``b`` differs from ``a`` (empty: the same)."""
+    problems = []
+    for name, ra in a["models"].items():
+        rb = b["models"].get(name)
+        if rb is None:
+            problems.append(f"{name}: not run in the second environment")
+            continue
+        differ = [p for p, i in ra["predictions"].items() if rb["predictions"].get(p) != i]
+        if differ:
+            problems.append(
+                f"{name}: top-1 class differs on {len(differ)} photos ({', '.join(differ[:3])} ...)"
+            )
+        if abs(ra["top1"] - rb["top1"]) > EVAL_TOP1_TOLERANCE:
+            problems.append(f"{name}: top-1 {ra['top1']:.3f} against {rb['top1']:.3f}")
+        if ra["photos"] != rb["photos"]:
+            problems.append(f"{name}: predict on the photos differs: {ra['photos']} against {rb['photos']}")
+    for key in ("cli_predict", "camera"):
+        if a[key] != b[key]:
+            problems.append(f"{key} differs: {a[key]} against {b[key]}")
+    if (
+        a["cli_eval"] != b["cli_eval"]
+        and abs(a["cli_eval"]["top1"] - b["cli_eval"]["top1"]) > EVAL_TOP1_TOLERANCE
+    ):
+        problems.append(f"eval --json differs: {a['cli_eval']} against {b['cli_eval']}")
+    for report in (a, b):
+        if not report.get("info_truthful", False):
+            problems.append(
+                f"edge-squeeze info on {report['python']} {report['machine']} misreports: {report.get('info')}"
+            )
+    for case, ra in a["bad_input"].items():
+        rb = b["bad_input"][case]
+        if (ra["exit"], ra["lines"]) != (rb["exit"], rb["lines"]) or ra["exit"] != 1 or ra["lines"] != 1:
+            problems.append(f"bad input '{case}': {ra} against {rb}")
+    return problems
+
+
+def summary(reference: Dict[str, Any], other: Dict[str, Any], note: str) -> str:
+    """A Markdown table of ``other`` beside ``reference``: top-1/top-5 of each model file and how often
+    the two name the same class."""
+    lines = [
+        f"# Deploy side on {other['machine']} (Python {other['python']}) against {reference['machine']} "
+        f"(Python {reference['python']})",
+        "",
+        note,
+        "",
+        f"Versions: {other['versions']} against {reference['versions']}.",
+        f'`Classifier("model.int8.onnx")` ran `{other["int8_auto_choice"]}` (reference: '
+        f"`{reference['int8_auto_choice']}`).",
+        "",
+        f"| model file | top-1 | top-5 | top-1 ({reference['machine']}) | same class as {reference['machine']} |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, r in other["models"].items():
+        ref = reference["models"].get(name, {})
+        same = [
+            r["predictions"][p] == i for p, i in ref.get("predictions", {}).items() if p in r["predictions"]
+        ]
+        lines.append(
+            f"| {name} | {100 * r['top1']:.1f} % | {100 * r['top5']:.1f} % | "
+            f"{100 * ref.get('top1', float('nan')):.1f} % | {100 * sum(same) / max(len(same), 1):.1f} % of {len(same)} |"
+        )
+    problems = compare(reference, other)
+    lines += ["", "Differences: " + ("; ".join(problems) if problems else "none."), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("export")
+    p.add_argument("models", type=Path)
+    p.add_argument("--shared", type=Path, default=Path("../shared"))
+    p.add_argument("--calib-count", type=int, default=64)
+    p = sub.add_parser("run")
+    p.add_argument("models", type=Path)
+    p.add_argument("--shared", type=Path, default=Path("../shared"))
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("compare")
+    p.add_argument("first", type=Path)
+    p.add_argument("second", type=Path)
+    p.add_argument("--markdown", type=Path, help="also write a summary table here")
+    p.add_argument("--note", default="", help="a paragraph for the summary (how it was run)")
+    args = parser.parse_args()
+    for name in ("models", "shared", "out", "markdown"):
+        if getattr(args, name, None) is not None:
+            setattr(args, name, getattr(args, name).resolve())
+    if args.command == "export":
+        export(args.models, args.shared, args.calib_count)
+        return 0
+    if args.command == "run":
+        report = run(args.models, args.shared, args.out.with_suffix(".work"))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+        print(
+            f"{report['python']} {report['machine']} {report['versions']}: "
+            + ", ".join(f"{n} {100 * r['top1']:.1f}%" for n, r in report["models"].items())
+            + f"; auto INT8 file: {report['int8_auto_choice']}"
+        )
+        return 0
+    first, second = (json.loads(p.read_text()) for p in (args.first, args.second))
+    problems = compare(first, second)
+    if args.markdown:
+        args.markdown.write_text(summary(first, second, args.note))
+    for line in problems:
+        print(f"deploy_check: {line}")
+    if not problems:
+        print(
+            f"deploy_check: {second['python']} {second['machine']} gives the same results as {first['python']} {first['machine']}"
+        )
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
