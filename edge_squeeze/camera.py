@@ -349,8 +349,11 @@ def run(classifier: Any, source: Source, settings: CaptureSettings, options: Cam
     summary = CameraSummary()
     reader: Optional[LatestFrameReader] = None
     writer: Any = None
-    jsonl: Optional[IO[str]] = None
+    video_size: Optional[Tuple[int, int]] = None
     latencies: List[float] = []
+    if options.display:
+        _check_display()
+    jsonl = _open_outputs(options)  # before the source: a bad output path fails at once
     if source.live:
         reader = LatestFrameReader(
             lambda: open_capture(source, settings), source.uri, options.retry_delays
@@ -367,12 +370,6 @@ def run(classifier: Any, source: Source, settings: CaptureSettings, options: Cam
         frame_iter = frames()
     else:
         frame_iter = sequential_frames(source, settings)
-    if options.jsonl == "-":
-        jsonl = sys.stdout
-    elif options.jsonl:
-        jsonl = open(options.jsonl, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
-    if options.frames_out:
-        options.frames_out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     fps = 0.0
     try:
@@ -406,9 +403,17 @@ def run(classifier: Any, source: Source, settings: CaptureSettings, options: Cam
                 if options.video_out:
                     if writer is None:
                         writer = _open_writer(options.video_out, shown.shape, settings.fps)
+                        video_size = (shown.shape[1], shown.shape[0])
+                    elif (shown.shape[1], shown.shape[0]) != video_size:
+                        _warn_resized(video_size)
+                        shown = cv2.resize(shown, video_size, interpolation=cv2.INTER_AREA)
                     writer.write(shown)
                 if options.frames_out:
-                    cv2.imwrite(str(options.frames_out / f"frame_{index:06d}.jpg"), shown)
+                    target = options.frames_out / f"frame_{index:06d}.jpg"
+                    if not cv2.imwrite(str(target), shown):
+                        raise EdgeSqueezeError(
+                            f"cannot write {target}: check the folder's free space and permissions"
+                        )
                 if options.display:
                     cv2.imshow("edge-squeeze", shown)
                     if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -433,9 +438,57 @@ def run(classifier: Any, source: Source, settings: CaptureSettings, options: Cam
     return summary
 
 
+def _check_display() -> None:
+    """``--display`` needs an OpenCV with a GUI and a screen; say which, in one line, if not."""
+    try:
+        cv2.namedWindow("edge-squeeze", cv2.WINDOW_NORMAL)
+    except cv2.error as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no GUI"
+        raise EdgeSqueezeError(
+            "--display needs OpenCV with a GUI and a screen (this OpenCV says: "
+            f"{reason[:120]}); pip's opencv-python-headless has none: install opencv-python (or use "
+            "JetPack's OpenCV), or write --video-out / --frames-out instead"
+        ) from exc
+
+
+def _open_outputs(options: CameraOptions) -> Optional[IO[str]]:
+    """The JSON-lines stream (stdout for "-"), and the frames folder made, or one line saying why not."""
+    from .fileio import cannot_write
+
+    if options.frames_out:
+        try:
+            options.frames_out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise cannot_write(options.frames_out, exc) from exc
+    if options.jsonl == "-":
+        return sys.stdout
+    if options.jsonl:
+        try:
+            return open(options.jsonl, "w", encoding="utf-8")  # closed by run
+        except OSError as exc:
+            raise cannot_write(options.jsonl, exc) from exc
+    return None
+
+
+_RESIZE_WARNED: List[Tuple[int, int]] = []
+
+
+def _warn_resized(size: Tuple[int, int]) -> None:
+    if size not in _RESIZE_WARNED:
+        _RESIZE_WARNED.append(size)
+        log.warning("frames of other sizes are resized to the video's %dx%d", *size)
+
+
 def _open_writer(path: Path, shape: Tuple[int, ...], fps: int) -> Any:
     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .fileio import cannot_write
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(path, exc) from exc
+    if path.is_dir():
+        raise EdgeSqueezeError(f"cannot write video {path}: it is a folder; give a file name (.avi or .mp4)")
     writer = cv2.VideoWriter(str(path), fourcc, float(fps or 30), (shape[1], shape[0]))
     if not writer.isOpened():
         raise EdgeSqueezeError(f"cannot write video {path}: try an .avi file (MJPG)")

@@ -10,14 +10,15 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 from ._version import __version__
-from .config import ARCHS, BYPASS_MODES
-from .errors import EdgeSqueezeError
+from .config import ARCHS, BYPASS_MODES, RECIPES
+from .errors import EdgeSqueezeError, require
 from .export.onnx_export import DEFAULT_OPSET
 from .export.ranges import METHODS as CALIB_METHODS
 from .export.tensorrt_plan import CALIBRATORS, INT8_MODES
@@ -74,6 +75,73 @@ def _labels_arg(path: Optional[str]) -> Any:
     from .labels import load_labels
 
     return load_labels(path)
+
+
+# --- argument types: bad numbers are refused with the allowed range, before anything loads --------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (``edge-squeeze: error: ...``, exit 2) like every other
+    error, instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        self.exit(
+            2, f"edge-squeeze: error: {message} (see edge-squeeze {command + ' ' if command else ''}--help)\n"
+        )
+
+
+def int_in(low: int, high: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def float_in(
+    low: float, high: Optional[float] = None, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite number in the interval between ``low`` and ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            top = "inf" if high is None else format(high, "g")
+            raise argparse.ArgumentTypeError(f"must lie in {left}{low:g}, {top}{right}, got {text}")
+        return value
+
+    return parse
+
+
+def batch_sizes(text: str) -> List[int]:
+    """An argparse type: comma-separated batch sizes, each 1..1024."""
+    parse = int_in(1, 1024)
+    values = [parse(item.strip()) for item in text.split(",") if item.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one batch size, e.g. 1,8,32")
+    return values
+
+
+IMAGE_SIZE = int_in(32, 2048)  # SqueezeNet needs 21 pixels (1.0) or 17 (1.1) to reach its classifier
+COUNT = int_in(1)
+NON_NEGATIVE = int_in(0)
+CALIB_COUNT = int_in(8)  # fewer calibration images generalise badly (export.calibration)
 
 
 # --- info / models -----------------------------------------------------------------------------
@@ -194,7 +262,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             pred = clf.predict(image)
         except EdgeSqueezeError as exc:
-            print(f"edge-squeeze: error: {exc}", file=sys.stderr)
+            if os.environ.get("EDGE_SQUEEZE_DEBUG"):
+                raise
+            print(f"edge-squeeze: error: {error_line(exc)}", file=sys.stderr)  # the other images still run
             failures += 1
             continue
         results.append({"image": image, **pred.to_dict()})
@@ -239,11 +309,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = options_from(
         BenchOptions,
         args,
-        batches=[int(b) for b in str(args.batch).split(",") if b.strip()],
+        batches=args.batch,
         tensorrt=_tensorrt_options(args),
     )
-    if any(b < 1 for b in options.batches):
-        raise EdgeSqueezeError("--batch takes positive sizes, e.g. 1,8,32")
     if options.tensorrt.profile is None and max(options.batches) > 8:
         # an engine built from ONNX for this run covers its largest batch in one launch
         options.tensorrt.profile = f"1,1,{max(options.batches)}"
@@ -384,13 +452,13 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workspace",
         dest="workspace_mb",
-        type=int,
+        type=int_in(16),
         help="builder workspace in MiB (default 512: safe on 4 GB Jetsons)",
     )
     p.add_argument("--timing-cache", help="timing cache file, reused across builds")
     p.add_argument(
         "--dla-core",
-        type=int,
+        type=NON_NEGATIVE,
         help="build for this DLA core (Xavier/Orin, TensorRT <= 10): fp16, or int8 calibrated with --calib; "
         "static batch; layers DLA cannot run fall back to the GPU",
     )
@@ -417,8 +485,38 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
 # --- train -------------------------------------------------------------------------------------
 
 
+def _torchrun_argv(argv: Sequence[str], processes: int) -> List[str]:
+    """The command that reruns this one under ``torchrun`` on ``processes`` local processes (one
+    machine; ``--standalone`` picks a free rendezvous port), without ``--nproc-per-node``."""
+    rest: List[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc-per-node":
+            skip = True
+        elif not item.startswith("--nproc-per-node="):
+            rest.append(item)
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "edge_squeeze.cli",
+        *rest,
+    ]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainOptions, train
+    if args.nproc_per_node and "WORLD_SIZE" not in os.environ:
+        require("torch", "distributed training")
+        command = _torchrun_argv(args.argv, args.nproc_per_node)
+        print("running:", " ".join(command[1:]), file=sys.stderr)
+        sys.stderr.flush()
+        os.execv(sys.executable, command)
+    from .train import TrainOptions, profile_data, train
 
     meta = {
         k: getattr(args, k)
@@ -426,14 +524,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None
     }
     options = options_from(TrainOptions, args, metaparameters=meta, progress=not args.quiet)
+    if args.profile_data:
+        numbers = profile_data(options)
+        print(
+            f"the training loader alone delivers {numbers['images_per_s']:.0f} images/s "
+            f"({numbers['images']} images, {numbers['workers']} worker(s), batch {numbers['batch']}); "
+            "training faster than that waits for data: add --workers"
+        )
+        return 0
     try:
         result = train(options)
     except KeyboardInterrupt:
         return 130
-    print(
-        f"best validation accuracy {100 * result['best_val_acc']:.1f}%; wrote {args.out}/best.pt, last.pt, "
-        "metrics.csv, learning_curve.png"
-    )
+    if result["writes_files"]:
+        print(
+            f"best validation accuracy {100 * result['best_val_acc']:.1f}%; wrote {args.out}/best.pt, "
+            "last.pt, metrics.csv, learning_curve.png"
+        )
     return 0
 
 
@@ -493,7 +600,12 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
         choices=BACKENDS,
     )
     p.add_argument("--precision", choices=PRECISIONS, help="engine precision when TensorRT builds one")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the runtime's default)")
+    p.add_argument(
+        "--threads",
+        type=NON_NEGATIVE,
+        default=0,
+        help="CPU threads (0: the runtime's default; at most the cores)",
+    )
     p.add_argument(
         "--int8-file",
         choices=INT8_FILES,
@@ -501,14 +613,14 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
         help="ONNX Runtime on a CPU: which INT8 file of an export runs (auto: the faster here)",
     )
     p.add_argument("--batch-profile", help="TensorRT: MIN,OPT,MAX batch of an engine built from ONNX")
-    p.add_argument("--dla-core", type=int, help="TensorRT: build and run on this DLA core")
+    p.add_argument("--dla-core", type=NON_NEGATIVE, help="TensorRT: build and run on this DLA core")
     p.add_argument(
         "--cuda-graph", action="store_true", help="TensorRT: replay batch-1 launches from a CUDA graph"
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-squeeze", description="SqueezeNet from PyTorch to the edge.")
+    parser = _Parser(prog="edge-squeeze", description="SqueezeNet from PyTorch to the edge.")
     parser.add_argument("--version", action="version", version=f"edge-squeeze {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -525,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = add("models", cmd_models, "the SqueezeNet family: parameters, multiply-adds, fp32 size")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--image-size", type=IMAGE_SIZE, default=224)
+    p.add_argument("--num-classes", type=COUNT, default=1000)
     p.add_argument("--json", action="store_true")
 
     p = add(
@@ -539,14 +651,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", required=True, help="'imagenet', a state-dict .pth, or a training checkpoint")
     p.add_argument("--labels", help="class names: one a line, or synset_words.txt form (wnid name, ...)")
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--image-size", type=int, help="input size (default: the weights' own, 224 for ImageNet)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--num-classes", type=COUNT)
+    p.add_argument(
+        "--image-size", type=IMAGE_SIZE, help="input size (default: the weights' own, 224 for ImageNet)"
+    )
+    p.add_argument("--opset", type=int_in(13, 21), default=DEFAULT_OPSET)
     p.add_argument("--simplify", action="store_true", help="run onnxsim on the fp32 model")
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--int8", action="store_true", help="also write INT8 Q/DQ models (needs --calib)")
     p.add_argument("--calib", help="folder of calibration images (searched recursively)")
-    p.add_argument("--calib-count", type=int, help="use a deterministic sample of N calibration images")
+    p.add_argument(
+        "--calib-count", type=CALIB_COUNT, help="use a deterministic sample of N calibration images"
+    )
     p.add_argument("--calib-method", default="entropy", choices=CALIB_METHODS)
     p.add_argument(
         "--report", dest="sensitivity_report", action="store_true", help="per-layer INT8 sensitivity report"
@@ -567,14 +683,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict", cmd_predict, "classify image files with a model")
     p.add_argument("model")
     p.add_argument("images", nargs="+")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=COUNT, default=5)
     p.add_argument("--json", action="store_true")
     _add_runtime_args(p)
 
     p = add("eval", cmd_eval, "top-1/top-5 accuracy on a labelled image folder")
     p.add_argument("model")
     p.add_argument("--data", required=True, help="class subfolders, or ImageNet wnid file names")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=32)
     p.add_argument("--json", action="store_true")
     _add_runtime_args(p)
 
@@ -588,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--precision", choices=PRECISIONS, help="default: int8 for .int8.onnx, else fp16")
     p.add_argument("--calib", help="calibration images for implicit INT8")
-    p.add_argument("--calib-count", type=int)
+    p.add_argument("--calib-count", type=CALIB_COUNT)
     p.add_argument(
         "--output", help="engine path (default: model.<precision>[.dla<N>].engine beside the model)"
     )
@@ -604,8 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labelled images (class subfolders or ImageNet file names)")
     p.add_argument("--precision", default="fp32,fp16,int8", help="engines to build (default fp32,fp16,int8)")
     p.add_argument("--out", help="report folder (default EXPORT_DIR/selftest)")
-    p.add_argument("--iterations", type=int, default=300, help="batch-1 calls timed per configuration")
-    p.add_argument("--dla-core", type=int, help="build the engines for this DLA core")
+    p.add_argument("--iterations", type=COUNT, default=300, help="batch-1 calls timed per configuration")
+    p.add_argument("--dla-core", type=NON_NEGATIVE, help="build the engines for this DLA core")
     p.add_argument(
         "--calib", help="calibration images: INT8 calibrated on the device instead of the Q/DQ model"
     )
@@ -615,17 +731,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train")
     p.add_argument("--arch", default=ARCHS[0], choices=ARCHS)
     p.add_argument("--bypass", default="none", choices=BYPASS_MODES)
-    p.add_argument("--base-e", type=int, help="metaparameter: expand filters of the first Fire module")
-    p.add_argument("--incr-e", type=int, help="metaparameter: expand filters added every --freq modules")
-    p.add_argument("--pct-3x3", type=float, help="metaparameter: share of 3x3 expand filters")
-    p.add_argument("--freq", type=int, help="metaparameter: Fire modules per width increase")
-    p.add_argument("--squeeze-ratio", type=float, help="metaparameter: squeeze / expand filters (SR)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=0.001)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--base-e", type=COUNT, help="metaparameter: expand filters of the first Fire module")
     p.add_argument(
-        "--workers", type=int, default=2, help="data-loading processes (default 2: both cores busy)"
+        "--incr-e", type=NON_NEGATIVE, help="metaparameter: expand filters added every --freq modules"
+    )
+    p.add_argument(
+        "--pct-3x3", type=float_in(0, 1, True, True), help="metaparameter: share of 3x3 expand filters"
+    )
+    p.add_argument("--freq", type=COUNT, help="metaparameter: Fire modules per width increase")
+    p.add_argument(
+        "--squeeze-ratio",
+        type=float_in(0, 1, low_open=True),
+        help="metaparameter: squeeze / expand filters (SR)",
+    )
+    p.add_argument(
+        "--recipe",
+        default="seed",
+        choices=tuple(RECIPES),
+        help="seed: Adam, lr 0.001, 20 epochs (default); paper: the reference Caffe solver (SGD, poly decay)",
+    )
+    p.add_argument("--epochs", type=COUNT, help="default: the recipe's (seed 20, paper 68)")
+    p.add_argument(
+        "--lr",
+        type=float_in(0, 10, low_open=True),
+        help="learning rate for the global batch (default: the recipe's, scaled to --batch-size for paper)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int_in(1, 1 << 20),
+        help="GLOBAL batch per optimizer step, over all processes and --accumulate steps "
+        "(default: the recipe's, seed 32, paper 512)",
+    )
+    p.add_argument(
+        "--accumulate",
+        type=COUNT,
+        default=1,
+        help="gradient-accumulation steps per optimizer step (Caffe's iter_size)",
+    )
+    p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (autocast) on CUDA")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on tensor cores)")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int_in(1, 1024),
+        help="rerun under torchrun with this many processes on this machine (one per GPU); "
+        "several machines: call torchrun yourself (README)",
+    )
+    p.add_argument(
+        "--profile-data",
+        action="store_true",
+        help="print the images/s the training loader alone delivers, then stop",
+    )
+    p.add_argument("--image-size", type=IMAGE_SIZE, default=224)
+    p.add_argument(
+        "--workers",
+        type=int_in(0, 64),
+        default=2,
+        help="data-loading processes per training process (default 2); see --profile-data",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -643,11 +804,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", required=True, help="'imagenet', a .pth, a checkpoint or the paper's .net file"
     )
     p.add_argument("--labels")
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--num-classes", type=COUNT)
     p.add_argument(
-        "--sparsity", type=float, default=0.0, help="share of each layer's weights pruned (default 0)"
+        "--sparsity",
+        type=float_in(0, 1, high_open=True),
+        default=0.0,
+        help="share of each layer's weights pruned (default 0)",
     )
-    p.add_argument("--bits", type=int, default=8, help="codebook bits per layer (default 8)")
+    p.add_argument("--bits", type=int_in(2, 8), default=8, help="codebook bits per layer (default 8)")
     p.add_argument(
         "--layer-bits",
         action="append",
@@ -660,13 +824,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--calib-count",
-        type=int,
+        type=CALIB_COUNT,
         default=200,
         help="calibration images to use (default 200; more cost time and memory in proportion)",
     )
     p.add_argument(
         "--max-bytes",
-        type=int,
+        type=COUNT,
         help="size budget in bytes. With --calib: the grid per layer (k-means of at most --bits bits, or "
         "a uniform grid that fits that codebook) that least changes the outputs on the calibration "
         "images, measured layer by layer (minutes); without: lower the bits where a bit saves most "
@@ -676,14 +840,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench", cmd_bench, "latency and throughput per stage, with percentiles")
     p.add_argument("models", nargs="+", help=".onnx, .int8.onnx, .engine or checkpoint files")
-    p.add_argument("--batch", default="1", help="batch sizes, comma-separated (default 1)")
+    p.add_argument("--batch", type=batch_sizes, default=[1], help="batch sizes, comma-separated (default 1)")
     p.add_argument(
-        "--warmup", dest="warmup_s", type=float, default=1.0, help="seconds of warm-up, not measured"
+        "--warmup",
+        dest="warmup_s",
+        type=float_in(0, 3600),
+        default=1.0,
+        help="seconds of warm-up, not measured",
     )
     p.add_argument(
-        "--duration", dest="duration_s", type=float, default=3.0, help="seconds measured per configuration"
+        "--duration",
+        dest="duration_s",
+        type=float_in(0, 3600, low_open=True),
+        default=3.0,
+        help="seconds measured per configuration",
     )
-    p.add_argument("--iterations", type=int, help="measure exactly N iterations instead of --duration")
+    p.add_argument("--iterations", type=COUNT, help="measure exactly N iterations instead of --duration")
     p.add_argument("--data", help="labelled images: real inputs and a top-1 column")
     p.add_argument("--json", help="write rows (and the machine) as JSON")
     p.add_argument("--csv", help="write rows as CSV")
@@ -697,47 +869,59 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="csi://0, /dev/video0, v4l2:///dev/video0, 0, rtsp://..., a video, a folder or an image",
     )
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--flip", type=int, default=0, help="CSI flip-method (0 none, 2 rotate 180)")
+    p.add_argument("--width", type=int_in(16, 8192), default=1280)
+    p.add_argument("--height", type=int_in(16, 8192), default=720)
+    p.add_argument("--fps", type=int_in(1, 1000), default=30)
+    p.add_argument("--flip", type=int_in(0, 7), default=0, help="CSI flip-method (0 none, 2 rotate 180)")
     p.add_argument(
-        "--latency", dest="latency_ms", type=int, default=200, help="RTSP latency in ms (GStreamer)"
+        "--latency", dest="latency_ms", type=NON_NEGATIVE, default=200, help="RTSP latency in ms (GStreamer)"
     )
     p.add_argument(
         "--open-timeout",
         dest="open_timeout_s",
-        type=float,
+        type=float_in(0, 600, low_open=True),
         default=5.0,
         help="seconds to wait for a source to open",
     )
-    p.add_argument("--retries", type=int, default=5, help="reconnect attempts before giving up")
+    p.add_argument("--retries", type=int_in(0, 100), default=5, help="reconnect attempts before giving up")
     p.add_argument("--display", action="store_true", help="show a window with the overlay")
     p.add_argument("--headless", action="store_true", help="no window; JSON lines to stdout unless --jsonl")
     p.add_argument("--video-out", help="write the overlaid video here (.avi MJPG or .mp4)")
     p.add_argument("--frames-out", help="write overlaid frames as JPEGs into this folder")
     p.add_argument("--jsonl", help="predictions as JSON lines to this file ('-' for stdout)")
-    p.add_argument("--max-frames", type=int)
-    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--max-frames", type=COUNT)
+    p.add_argument("--topk", type=COUNT, default=3)
     _add_runtime_args(p)
 
     parser.set_defaults(commands=commands)
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """The one line a user error prints. Operating-system errors name the file and what went wrong
+    (the modules turn the ones they expect into clearer lines; this catches the rest)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (a smaller --batch-size or image, or fewer calibration images, needs less)"
+    if isinstance(exc, OSError) and not isinstance(exc, EdgeSqueezeError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc} (check the path and its permissions)"
+    return " ".join(str(exc).split())  # one line, whatever the message held
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     _setup_logging(args.verbose, args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except EdgeSqueezeError as exc:
+    except (EdgeSqueezeError, OSError, MemoryError) as exc:
         if os.environ.get("EDGE_SQUEEZE_DEBUG"):
             raise
-        print(f"edge-squeeze: error: {exc}", file=sys.stderr)
+        print(f"edge-squeeze: error: {error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("edge-squeeze: interrupted", file=sys.stderr)

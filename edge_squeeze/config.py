@@ -87,3 +87,35 @@ def config_for(arch: str, **overrides: Any) -> SqueezeNetConfig:
 
 
 ARCHS = tuple(ARCH_DEFAULTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A training recipe: the solver, its learning rate for a reference global batch, the schedule."""
+
+    name: str
+    optimizer: str  # "adam" | "sgd"
+    lr: float
+    reference_batch: int  # the global batch ``lr`` is for
+    scale_lr: bool  # scale lr linearly with the global batch (Goyal et al. 2017)
+    epochs: int
+    schedule: str  # "warmup": linear warm-up then constant; "poly": linear decay to 0 over training
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip_grad: float = 0.0  # gradient norm clipping, 0 for none
+
+    def lr_for(self, global_batch: int) -> float:
+        return self.lr * global_batch / self.reference_batch if self.scale_lr else self.lr
+
+
+RECIPES: Dict[str, Recipe] = {
+    # the seed experiment: SqueezeNet 1.0, 20 epochs, Adam, lr 0.001 (with a short warm-up and
+    # clipping, which keep the ReLU before the global pool alive on small data)
+    "seed": Recipe("seed", "adam", 0.001, 32, False, 20, "warmup", clip_grad=1.0),
+    # the solver published with the reference Caffe models, forresti/SqueezeNet at 0bc03d9 (2016-03-25,
+    # unchanged since; SqueezeNet_v1.0/solver.prototxt, the same in SqueezeNet_v1.1/): SGD, momentum
+    # 0.9, weight decay 0.0002, base_lr 0.04 for a global batch of 512 (batch_size 32 x iter_size 16),
+    # "poly" with power 1 (linear decay to zero), max_iter 170,000 = 87 M images = 68 epochs of
+    # ImageNet-1k's 1,281,167. Its conv10 starts from a Gaussian of std 0.01, as ours does.
+    "paper": Recipe("paper", "sgd", 0.04, 512, True, 68, "poly", momentum=0.9, weight_decay=0.0002),
+}

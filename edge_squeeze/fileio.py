@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence, Union
+
+from .errors import EdgeSqueezeError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -22,18 +25,46 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def cannot_write(target: PathLike, exc: OSError) -> EdgeSqueezeError:
+    """One line for an operating-system error writing ``target``, naming it and what to do."""
+    target = Path(target)
+    reason = exc.strerror or str(exc)
+    if target.is_dir():
+        hint = "it is a folder: give a file name"
+    elif target.parent.exists() and not target.parent.is_dir():
+        hint = f"{target.parent} is a file, not a folder"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "the folder is read-only or not yours: choose another output path"
+    elif exc.errno == errno.ENOSPC:
+        hint = "the disk is full: free space or write elsewhere"
+    else:
+        hint = "choose another output path"
+    return EdgeSqueezeError(f"cannot write {target}: {reason} ({hint})")
+
+
 @contextlib.contextmanager
 def atomic_path(target: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds."""
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
+
+    An operating-system error (a read-only or missing folder, a full disk, a folder where the file
+    should go) becomes one :class:`EdgeSqueezeError` naming ``target``; nothing is left behind.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=str(target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(target))
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=str(target.parent))
+    except OSError as exc:
+        raise cannot_write(target, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
     try:
         yield tmp_path
         os.replace(str(tmp_path), str(target))
+    except OSError as exc:
+        raise cannot_write(target, exc) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -145,22 +145,107 @@ class PreprocessSpec:
         return "NHWC" if self.pixel_input else "NCHW"
 
 
-def read_image(path: Union[str, os.PathLike[str]]) -> np.ndarray:
-    """Decode an image file to a BGR uint8 array, or raise one clear error naming the file."""
+# Limits on what is decoded at all: a decompression bomb or a strip of pixels is refused with one line
+# instead of exhausting memory (a 60000x1 image resized to a 256-pixel short side is 15 M x 256 pixels).
+MAX_PIXELS = 100_000_000  # after any reduced JPEG decode
+MAX_ASPECT = 32  # longest side / shortest side; 360-degree panoramas are about 8
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+_WARNED: set = set()
+
+
+def header_size(data: Union[bytes, np.ndarray]) -> Tuple[str, int, int]:
+    """(format, width, height) from a PNG or JPEG header without decoding the pixels; ("", 0, 0) for
+    other formats or a header that cannot be read."""
+    head = bytes(data[:65536]) if isinstance(data, np.ndarray) else data[:65536]
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return "png", int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:2] != b"\xff\xd8":
+        return "", 0, 0
+    i = 2
+    while i + 9 <= len(head):
+        if head[i] != 0xFF:
+            return "", 0, 0
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(head[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+            return (
+                "jpeg",
+                int.from_bytes(head[i + 7 : i + 9], "big"),
+                int.from_bytes(head[i + 5 : i + 7], "big"),
+            )
+        i += 2 + length
+    return "", 0, 0
+
+
+def check_dimensions(width: int, height: int, source: str) -> None:
+    """Refuse images too large or too elongated to classify within bounded memory, in one line."""
+    if width <= 0 or height <= 0:
+        return
+    if width * height > MAX_PIXELS:
+        raise EdgeSqueezeError(
+            f"image {source} is {width}x{height} ({width * height / 1e6:.0f} megapixels): too large to "
+            f"decode safely (limit {MAX_PIXELS // 1_000_000} megapixels); downscale it first"
+        )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise EdgeSqueezeError(
+            f"image {source} is {width}x{height}: too elongated to classify (more than {MAX_ASPECT}:1); "
+            "crop it to the region of interest first"
+        )
+
+
+def read_image(path: Union[str, os.PathLike[str]], min_side: int = 0) -> np.ndarray:
+    """Decode an image file to a BGR uint8 array, or raise one clear error naming the file.
+
+    With ``min_side`` (what the caller resizes the shorter side to, or more), a JPEG much larger than
+    that is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling: a 12000x12000 photo then
+    needs ~7 MB, not 430 MB); anything over :data:`MAX_PIXELS` or :data:`MAX_ASPECT` after that is
+    refused before its pixels are decoded.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise EdgeSqueezeError(f"image not found: {path} (check the path)")
-    data = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode copes with non-ASCII paths
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if not path.is_file():
+        raise EdgeSqueezeError(f"not an image file: {path} is a folder or a device")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode copes with non-ASCII paths
+    except OSError as exc:
+        raise EdgeSqueezeError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    kind, width, height = header_size(data)
+    flag = cv2.IMREAD_COLOR
+    if kind == "jpeg" and min_side:
+        for factor, reduced in _REDUCED:
+            if min(width, height) // factor >= min_side:
+                flag, width, height = reduced, -(-width // factor), -(-height // factor)
+                break
+    check_dimensions(width, height, str(path))
+    image = cv2.imdecode(data, flag) if data.size else None
     if image is None:
         raise EdgeSqueezeError(
             f"cannot decode image {path}: not an image or a corrupt file (supported: {', '.join(IMAGE_SUFFIXES)})"
         )
+    check_dimensions(image.shape[1], image.shape[0], str(path))
     return image
 
 
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
 def to_bgr8(image: np.ndarray, input_order: str = "BGR") -> np.ndarray:
-    """Bring greyscale, RGBA/BGRA, RGB, 16-bit and float [0, 1] images to 3-channel BGR uint8."""
+    """Bring greyscale, RGBA/BGRA, RGB, 16-bit and float images to 3-channel BGR uint8.
+
+    Float images are taken as [0, 1]; a float image with values above 1 is taken as 0-255 (with one
+    warning), as is a 16-bit image whose values all fit in 8 bits: both are common mistakes that
+    would otherwise classify a white or a black picture with confidence. Non-finite values are an error.
+    """
     if not isinstance(image, np.ndarray):
         raise EdgeSqueezeError(f"expected an image path or a numpy array, got {type(image).__name__}")
     if input_order not in ("BGR", "RGB"):
@@ -171,19 +256,31 @@ def to_bgr8(image: np.ndarray, input_order: str = "BGR") -> np.ndarray:
         raise EdgeSqueezeError(
             f"expected an image array of shape HxW, HxWx3 or HxWx4, got shape {tuple(image.shape)}"
         )
+    check_dimensions(image.shape[1], image.shape[0], "array")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype in (np.float32, np.float64):
-        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if int(image.max()) < 256:
+            _warn_once("16-bit image whose values all fit in 8 bits: taking them as 0-255")
+            image = image.astype(np.uint8)
+        else:
+            image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float16, np.float32, np.float64):
+        if not np.all(np.isfinite(image)):
+            raise EdgeSqueezeError("the image array holds NaN or infinite values")
+        peak = float(image.max())
+        if peak > 1.0 + 1e-3:
+            _warn_once(f"float image with values up to {peak:.3g}: taking it as 0-255, not 0-1")
+            image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+        else:
+            image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise EdgeSqueezeError(f"expected a uint8, uint16 or float image array, got dtype {image.dtype}")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
         code = cv2.COLOR_BGRA2BGR if input_order == "BGR" else cv2.COLOR_RGBA2BGR
-        return cv2.cvtColor(image, code)
+        return cv2.cvtColor(np.ascontiguousarray(image), code)
     if input_order == "RGB":
-        return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
     return image
 
 
@@ -266,7 +363,7 @@ def normalise(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def preprocess_one(image: ImageInput, spec: PreprocessSpec, input_order: str = "BGR") -> np.ndarray:
     """One image (path or array) to the network's input for one image (``spec.input_shape``)."""
     if isinstance(image, (str, os.PathLike)):
-        bgr = read_image(image)
+        bgr = read_image(image, min_side=4 * max(spec.resize, spec.crop))
     else:
         bgr = to_bgr8(image, input_order)
     return normalise(resize_and_crop(bgr, spec), spec)

@@ -5,18 +5,22 @@ Everything the job measured goes into ``export-report.json`` beside the models.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edge_squeeze._version import __version__
 from edge_squeeze.errors import EdgeSqueezeError
-from edge_squeeze.fileio import sha256_file, write_text_atomic
+from edge_squeeze.fileio import cannot_write, sha256_file, write_text_atomic
 from edge_squeeze.labels import Labels
 from edge_squeeze.metadata import ArtifactMetadata, load_onnx_model, set_metadata
 from edge_squeeze.preprocess import PreprocessSpec, preprocess_files, preprocess_one
@@ -87,6 +91,11 @@ def _parity_batch(options: ExportOptions, spec: Any, calib_paths: Sequence[Path]
 
 
 def run_export(options: ExportOptions) -> Dict[str, Any]:
+    """The export job. Every input is checked before anything is written; the files are made in a
+    staging folder inside ``options.out`` and moved in together at the end, where members of an
+    earlier export this run does not make (an fp32-only run over an INT8 export) are removed: a
+    failed, interrupted or concurrent export never leaves a mixed set."""
+    from edge_squeeze.evaluate import ground_truth
     from edge_squeeze.weights import load_model
 
     t_start = time.perf_counter()
@@ -107,6 +116,8 @@ def run_export(options: ExportOptions) -> Dict[str, Any]:
         calib_paths = select_calibration_images(options.calib, options.calib_count)
     elif options.calib is not None:
         log.warning("--calib is only used with --int8; ignoring it")
+    if options.eval_data is not None:
+        ground_truth(options.eval_data, bundle.labels)  # a wrong --eval folder fails before any writing
     metadata = ArtifactMetadata(
         arch=bundle.config.arch,
         labels=bundle.labels,
@@ -126,25 +137,72 @@ def run_export(options: ExportOptions) -> Dict[str, Any]:
         "exporter": "torch.onnx.export(dynamo=False)",
         "files": {},
     }
-    fp32_path = out / FP32_NAME
-    parity_batch = _parity_batch(options, bundle.preprocess, calib_paths)
-    report["parity"] = export_fp32(
-        bundle.model, metadata, fp32_path, parity_batch, options.opset, options.simplify
-    )
-    report["files"]["fp32"] = {"path": FP32_NAME, "bytes": fp32_path.stat().st_size}
-    fp16_parity = export_fp16(fp32_path, metadata, out / FP16_NAME, parity_batch)
-    if fp16_parity is not None:
-        report["fp16_parity"] = fp16_parity
-        report["files"]["fp16"] = {"path": FP16_NAME, "bytes": (out / FP16_NAME).stat().st_size}
-    if options.int8:
-        report["int8"] = _export_int8(options, metadata, fp32_path, calib_paths)
-        for key, name in (("int8", INT8_NAME), ("int8_cpu", INT8_CPU_NAME)):
-            report["files"][key] = {"path": name, "bytes": (out / name).stat().st_size}
-    if options.eval_data is not None:
-        report["eval"] = evaluate_exported(out, options.eval_data, bundle, int8=options.int8)
-    report["seconds"] = round(time.perf_counter() - t_start, 1)
-    write_text_atomic(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True))
+    with staging_folder(out) as stage:
+        fp32_path = stage / FP32_NAME
+        parity_batch = _parity_batch(options, bundle.preprocess, calib_paths)
+        report["parity"] = export_fp32(
+            bundle.model, metadata, fp32_path, parity_batch, options.opset, options.simplify
+        )
+        report["files"]["fp32"] = {"path": FP32_NAME, "bytes": fp32_path.stat().st_size}
+        fp16_parity = export_fp16(fp32_path, metadata, stage / FP16_NAME, parity_batch)
+        if fp16_parity is not None:
+            report["fp16_parity"] = fp16_parity
+            report["files"]["fp16"] = {"path": FP16_NAME, "bytes": (stage / FP16_NAME).stat().st_size}
+        if options.int8:
+            report["int8"] = _export_int8(options, metadata, fp32_path, calib_paths, out / "calibration")
+            for key, name in (("int8", INT8_NAME), ("int8_cpu", INT8_CPU_NAME)):
+                report["files"][key] = {"path": name, "bytes": (stage / name).stat().st_size}
+        if options.eval_data is not None:
+            report["eval"] = evaluate_exported(stage, options.eval_data, bundle, int8=options.int8)
+        report["seconds"] = round(time.perf_counter() - t_start, 1)
+        write_text_atomic(stage / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True))
     return report
+
+
+# every file an export writes into its folder (the calibration statistics under calibration/ are a
+# cache shared by runs and stay)
+EXPORT_MEMBERS = (FP32_NAME, FP16_NAME, INT8_NAME, INT8_CPU_NAME, TRT_CACHE_NAME, REPORT_NAME)
+
+
+@contextlib.contextmanager
+def staging_folder(out: Path) -> Iterator[Path]:
+    """A fresh folder inside ``out`` to write an export into; on success its files replace the export
+    in ``out`` as one set (earlier members not made this time are removed), under a lock so that
+    two exports into one folder do not interleave; on failure it is removed and ``out`` is untouched."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".export-", dir=str(out)))
+    except OSError as exc:
+        raise cannot_write(out, exc) from exc
+    try:
+        yield stage
+        with _folder_lock(out):
+            made = {p.name for p in stage.iterdir()}
+            for name in EXPORT_MEMBERS:
+                if name not in made and (out / name).is_file():
+                    (out / name).unlink()
+            for name in sorted(made, key=lambda n: n == REPORT_NAME):  # the report last
+                os.replace(str(stage / name), str(out / name))
+    except OSError as exc:
+        raise cannot_write(out, exc) from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` (POSIX ``flock``; none where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(folder / ".export.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclasses.dataclass
@@ -172,10 +230,15 @@ class Int8File:
 
 
 def _export_int8(
-    options: ExportOptions, metadata: ArtifactMetadata, fp32_path: Path, calib_paths: List[Path]
+    options: ExportOptions,
+    metadata: ArtifactMetadata,
+    fp32_path: Path,
+    calib_paths: List[Path],
+    cache_folder: Path,
 ) -> Dict[str, Any]:
-    """Calibrate once, then make and write the Q/DQ file and the CPU file; the report's ``int8``."""
-    cal = _calibrate(options, metadata, fp32_path, calib_paths)
+    """Calibrate once, then make and write the Q/DQ file and the CPU file beside ``fp32_path``; the
+    report's ``int8``. Calibration statistics are cached in ``cache_folder``."""
+    cal = _calibrate(options, metadata, fp32_path, calib_paths, cache_folder)
     out = fp32_path.parent
     write_text_atomic(
         out / TRT_CACHE_NAME, r.tensorrt_calibration_cache(cal.method_ranges[options.calib_method])
@@ -200,13 +263,16 @@ def _export_int8(
 
 
 def _calibrate(
-    options: ExportOptions, metadata: ArtifactMetadata, fp32_path: Path, calib_paths: List[Path]
+    options: ExportOptions,
+    metadata: ArtifactMetadata,
+    fp32_path: Path,
+    calib_paths: List[Path],
+    cache_folder: Path,
 ) -> Int8Calibration:
-    out = fp32_path.parent
     fp32 = load_onnx_model(fp32_path)
     calib = CalibrationSet(calib_paths, metadata.preprocess, progress=options.progress)
     key = calibration_cache_key(sha256_file(fp32_path), calib.fingerprint(), "stats", bins=r.HIST_BINS)
-    cache_path = out / "calibration" / f"stats-{key}.npz"
+    cache_path = cache_folder / f"stats-{key}.npz"
     stats, reused = r.cached_stats(fp32, calib, cache_path, key, progress=options.progress)
     # every method's ranges, once: entropy's threshold search is the slow part of calibration
     method_ranges = {m: r.fold_relu_ranges(fp32, r.compute_ranges(stats, m)) for m in r.METHODS}
@@ -215,7 +281,7 @@ def _calibrate(
             "images": len(calib),
             "skipped": [str(p) for p in calib.skipped],
             "method": options.calib_method,
-            "cache": str(cache_path.relative_to(out)),
+            "cache": f"{cache_folder.name}/{cache_path.name}",
             "cache_reused": reused,
         }
     }

@@ -58,14 +58,22 @@ class TensorStats:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike[str]], key: str) -> Optional[TensorStats]:
-        """The cached statistics, or None when absent, unreadable or computed for something else."""
+        """The cached statistics, or None when absent, computed for something else, or unreadable (a
+        file cut short by a killed or disk-full run: then with one warning; the caller rebuilds it)."""
+        if not Path(path).exists():
+            return None
         try:
             with np.load(str(path), allow_pickle=False) as data:
                 if str(data["key"]) != key:
                     return None
-                return cls(list(map(str, data["names"])), data["lo"], data["hi"], data["hist"])
-        except (OSError, KeyError, ValueError):
+                stats = cls(list(map(str, data["names"])), data["lo"], data["hi"], data["hist"])
+        except Exception as exc:  # numpy raises BadZipFile, EOFError, ValueError, OSError ... for a bad file
+            log.warning("ignoring unreadable calibration statistics %s (%s); recomputing them", path, exc)
             return None
+        if not (len(stats.names) == len(stats.lo) == len(stats.hi) == len(stats.hist)):
+            log.warning("ignoring inconsistent calibration statistics %s; recomputing them", path)
+            return None
+        return stats
 
 
 def activation_tensor_names(model: Any) -> List[str]:
@@ -223,7 +231,7 @@ def cached_stats(
     model: Any, calib: CalibrationSet, cache_path: Path, key: str, progress: bool = False
 ) -> Tuple[TensorStats, bool]:
     """Statistics from ``cache_path`` when its key matches, otherwise computed and cached there."""
-    stats = TensorStats.load(cache_path, key) if cache_path.exists() else None
+    stats = TensorStats.load(cache_path, key)
     if stats is not None:
         log.info("reusing calibration statistics from %s", cache_path)
         return stats, True

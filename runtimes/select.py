@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, Optional, Set, Tuple, Union
 
 from edge_squeeze.errors import EdgeSqueezeError
+from edge_squeeze.metadata import ArtifactMetadata
 
 from . import onnxruntime_backend as ortb
 from . import tensorrt_backend as trtb
@@ -115,11 +116,32 @@ def load_onnxruntime(path: Path, options: OrtOptions) -> ortb.OnnxRuntimeBackend
         log.warning("%s names a CPU INT8 file %s that is missing; using the Q/DQ file", path, cpu_path.name)
         return qdq
     cpu = ortb.load(cpu_path, options)
+    mismatch = sibling_mismatch(qdq.metadata, cpu.metadata)
+    if mismatch:
+        log.warning(
+            "%s is not %s's CPU INT8 file (%s); using the Q/DQ file", cpu_path.name, path.name, mismatch
+        )
+        cpu.close()
+        return qdq
     if options.int8_file == "auto" and _faster_int8_file(qdq, cpu, options) == "qdq":
         cpu.close()
         return qdq
     qdq.close()
     return cpu
+
+
+def sibling_mismatch(qdq: ArtifactMetadata, cpu: ArtifactMetadata) -> Optional[str]:
+    """Why a CPU INT8 file is not from the same export as the Q/DQ file naming it (other weights, or
+    another calibration), or None: a stale or foreign file beside it would otherwise answer with its
+    own weights and labels."""
+    if qdq.weights_sha256 != cpu.weights_sha256:
+        return "made from other weights"
+    keys = [(m.quantization or {}).get("calibration_key") for m in (qdq, cpu)]
+    if keys[0] != keys[1]:
+        return "calibrated separately"
+    if qdq.labels != cpu.labels:
+        return "other labels"
+    return None
 
 
 def _faster_int8_file(qdq: ortb.OnnxRuntimeBackend, cpu: ortb.OnnxRuntimeBackend, options: OrtOptions) -> str:

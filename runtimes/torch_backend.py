@@ -26,7 +26,9 @@ class TorchBackend:
     def __init__(self, model: Any, metadata: ArtifactMetadata, path: str, threads: int = 0) -> None:
         self.torch = require("torch", "the PyTorch backend")
         if threads:
-            self.torch.set_num_threads(threads)
+            from .onnxruntime_backend import cap_threads
+
+            self.torch.set_num_threads(cap_threads(threads))
         self.model = model.eval()
         self.metadata = metadata
         c, h, w = metadata.preprocess.input_shape

@@ -104,8 +104,13 @@ def test_bench_cli_writes_table_json_csv_plot(tmp_path, tiny_checkpoint, pattern
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bench_rejects_bad_batches(tmp_path):
-    assert main(["-q", "bench", str(tmp_path / "x.onnx"), "--batch", "0"]) == 1
+def test_bench_rejects_bad_batches(tmp_path, capsys):
+    for bad in ("0", "abc", "1,,-2", "5000"):
+        with pytest.raises(SystemExit) as exc:
+            main(["-q", "bench", str(tmp_path / "x.onnx"), "--batch", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("edge-squeeze: error: argument --batch")
 
 
 def test_broken_model_is_not_benchmarked(tmp_path, tiny_checkpoint, monkeypatch):

@@ -57,24 +57,29 @@ def test_the_int8_file_is_chosen_by_measurement(exported, caplog, monkeypatch):
     assert forced.info.model_path.endswith("model.int8.cpu.onnx")
 
 
-def test_concurrent_callers_get_the_same_answers(exported, pattern_dataset):
-    clf = Classifier(exported / "model.int8.onnx")
+@pytest.mark.parametrize(
+    "name, int8_file", [("model.onnx", "auto"), ("model.int8.onnx", "qdq"), ("model.int8.onnx", "cpu")]
+)
+def test_eight_threads_get_the_answers_serial_calls_get(exported, pattern_dataset, name, int8_file):
+    """One Classifier shared by 8 threads, on the fp32 file and on each INT8 file."""
+    clf = Classifier(exported / name, int8_file=int8_file)
     images = [cv2.imread(str(p)) for p in sorted((pattern_dataset / "val" / "class2").iterdir())[:8]]
     expected = [clf.predict(img).index for img in images]
     results, errors = {}, []
 
     def worker(k):
         try:
-            results[k] = [clf.predict(img).index for img in images]
+            results[k] = [clf.predict(img).index for img in images[k:] + images[:k]]
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors and all(r == expected for r in results.values())
+    assert not errors and len(results) == 8
+    assert all(r == expected[k:] + expected[:k] for k, r in results.items())
 
 
 def test_wrong_shape_and_dtype(exported):

@@ -235,3 +235,25 @@ def test_cuda_training_resumes_and_reloads_on_the_cpu(pattern_dataset, tmp_path)
     on_cpu = Classifier(tmp_path / "best.pt", backend="pytorch")
     got = [p.index for p in on_cpu.predict_batch([str(p) for p in images])]
     assert np.mean(np.array(got) == np.array(truth)) >= 0.75
+
+
+def test_each_epoch_draws_new_augmentations_in_persistent_workers(pattern_dataset, tmp_path):
+    import torch as _torch
+
+    from edge_squeeze.distributed import World
+    from edge_squeeze.preprocess import PreprocessSpec
+    from edge_squeeze.train import ImageFolderDataset, _loaders
+
+    image = next((pattern_dataset / "train" / "class0").iterdir())
+    spec = PreprocessSpec.imagenet(48)
+    dataset = ImageFolderDataset([(image, 0)], spec, train=True, seed=0)
+    options = TrainOptions(data=pattern_dataset, workers=1)
+    loader, sampler, _ = _loaders(
+        options, World(), dataset, dataset, 1, _torch.device("cpu"), spec.input_shape
+    )
+    crops = []
+    for epoch in (1, 2, 1):
+        sampler.set_epoch(epoch)
+        crops.append(next(iter(loader))[0])
+    assert not _torch.equal(crops[0], crops[1])  # the worker saw the new epoch
+    assert _torch.equal(crops[0], crops[2])  # and the augmentation is a function of (seed, epoch, image)
