@@ -88,9 +88,9 @@ def main() -> None:
     for method in r.METHODS:
         measure("5. + one range per Concat", "s8", method, True, head, exact=True, concat=True)
     for method in r.METHODS:
-        measure("6. CPU flavour (u8, reduce_range), fused kernels", "u8", method, True, head, exact=False)
+        measure("6. CPU file (u8), fused kernels", "u8", method, True, head, exact=False)
     for method in r.METHODS:
-        measure("7. CPU flavour + one range per Concat", "u8", method, True, head, exact=False, concat=True)
+        measure("7. CPU file + one range per Concat", "u8", method, True, head, exact=False, concat=True)
     result = {
         "host": platform.node(),
         "cpu": platform.processor() or platform.machine(),

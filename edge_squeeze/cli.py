@@ -190,7 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         last = report["int8"]["steps"][-1]
         print(
             f"int8: calibrated on {report['int8']['calibration']['images']} images "
-            f"({report['int8']['calibration']['method']}); float layers: {', '.join(report['int8']['float_nodes'])}; "
+            f"({report['int8']['qdq_file']['calibration_method']}); float layers: {', '.join(report['int8']['float_nodes'])}; "
             f"top-1 agreement with fp32 on the calibration set {100 * last['top1_agreement']:.1f}%"
         )
         if "sensitivity" in report["int8"]:
@@ -663,7 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calib-count", type=CALIB_COUNT, help="use a deterministic sample of N calibration images"
     )
-    p.add_argument("--calib-method", default="entropy", choices=CALIB_METHODS)
+    p.add_argument(
+        "--calib-method",
+        choices=CALIB_METHODS,
+        help="activation ranges (default: for each INT8 file, the method whose model agrees best with fp32 "
+        "on the calibration images)",
+    )
     p.add_argument(
         "--report", dest="sensitivity_report", action="store_true", help="per-layer INT8 sensitivity report"
     )

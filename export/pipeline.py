@@ -39,6 +39,23 @@ INT8_CPU_NAME = "model.int8.cpu.onnx"
 REPORT_NAME = "export-report.json"
 TRT_CACHE_NAME = "model.calib.cache"
 
+# below this calibration-set agreement with fp32 the CPU file is written with a warning
+CPU_FILE_WARNING_AGREEMENT = 0.93
+
+# which engine each INT8 file is for, in the file itself (Netron and onnx.load show it): docs/int8.md
+ENGINE_NOTES = {
+    INT8_NAME: (
+        "edge-squeeze INT8 Q/DQ file for TensorRT: int8 symmetric activations, full-range int8 "
+        "per-channel weights. Engines that run it with fused u8 x s8 kernels on x86 CPUs without VNNI "
+        "(ONNX Runtime's default session, OpenVINO) saturate and lose accuracy: on those use "
+        "model.int8.cpu.onnx, or compute this file's Q/DQ exactly (edge-squeeze does)."
+    ),
+    INT8_CPU_NAME: (
+        "edge-squeeze INT8 file for CPU engines (ONNX Runtime): uint8 activations, int8 weights with "
+        "the first Conv's at 7 bits. Not for TensorRT: build engines from model.int8.onnx."
+    ),
+}
+
 
 @dataclasses.dataclass
 class ExportOptions:
@@ -53,10 +70,12 @@ class ExportOptions:
     int8: bool = False
     calib: Optional[Path] = None
     calib_count: Optional[int] = None
-    calib_method: str = "entropy"
+    # None: each INT8 file takes the method whose model follows fp32 most closely (least logit MSE) on
+    # the calibration images
+    calib_method: Optional[str] = None
     # Q/DQ file: keep layers in float, most sensitive first, until calibration-set top-1 agreement with fp32
     # reaches this (at most max_float_layers of them)
-    target_agreement: float = 0.93
+    target_agreement: float = 0.95
     max_float_layers: int = 2
     sensitivity_report: bool = False
     eval_data: Optional[Path] = None
@@ -240,10 +259,10 @@ def _export_int8(
     report's ``int8``. Calibration statistics are cached in ``cache_folder``."""
     cal = _calibrate(options, metadata, fp32_path, calib_paths, cache_folder)
     out = fp32_path.parent
-    write_text_atomic(
-        out / TRT_CACHE_NAME, r.tensorrt_calibration_cache(cal.method_ranges[options.calib_method])
-    )
     qdq = _qdq_file(options, metadata, cal)
+    write_text_atomic(
+        out / TRT_CACHE_NAME, r.tensorrt_calibration_cache(cal.method_ranges[qdq.config.method])
+    )
     cpu = _cpu_file(options, metadata, cal)
     for name, file, variants in (
         (INT8_NAME, qdq, {"cpu": INT8_CPU_NAME}),
@@ -258,6 +277,7 @@ def _export_int8(
             metadata, preprocess=file.spec, precision="int8", quantization=quantization, variants=variants
         )
         set_metadata(file.model, meta)
+        file.model.doc_string = ENGINE_NOTES[name]
         q.save_quantized(file.model, out / name)
     return {**cal.report, **qdq.report, **cpu.report, "tensorrt_calibration_cache": TRT_CACHE_NAME}
 
@@ -280,7 +300,7 @@ def _calibrate(
         "calibration": {
             "images": len(calib),
             "skipped": [str(p) for p in calib.skipped],
-            "method": options.calib_method,
+            "method": options.calib_method or "chosen per file",
             "cache": f"{cache_folder.name}/{cache_path.name}",
             "cache_reused": reused,
         }
@@ -290,21 +310,27 @@ def _calibrate(
 
 
 def _qdq_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calibration) -> Int8File:
-    """``model.int8.onnx``: int8 symmetric Q/DQ (what TensorRT builds), computed exactly; the most
-    sensitive layers stay float until the calibration images agree with fp32 as targeted."""
-    problem = q.QuantProblem(
-        cal.fp32,
-        cal.method_ranges[options.calib_method],
-        "s8",
-        options.calib_method,
-        cal.calib.data,
-        cal.reference,
-    )
-    report: Dict[str, Any] = {}
+    """``model.int8.onnx``: int8 symmetric Q/DQ (what TensorRT builds), computed exactly. The
+    calibration method is ``options.calib_method``, or the one whose model follows fp32 most closely
+    on the calibration images (least logit MSE: steadier than top-1 agreement on 200 images); then the most sensitive layers stay float until those images agree
+    with fp32 as targeted."""
+    trials = []
+    best = None
+    for method in [options.calib_method] if options.calib_method else list(r.METHODS):
+        candidate = q.QuantProblem(
+            cal.fp32, cal.method_ranges[method], "s8", method, cal.calib.data, cal.reference
+        )
+        _, fid = candidate.trial(cal.head)
+        trials.append({"method": method, "float_nodes": list(cal.head), **fid.to_dict()})
+        if best is None or fid.logit_mse < best[0]:
+            best = (fid.logit_mse, fid.top1_agreement, candidate)
+    assert best is not None
+    problem = best[2]
+    report: Dict[str, Any] = {"qdq_file_trials": trials}
 
     def ranking() -> List[str]:
         if "sensitivity" not in report:
-            report["sensitivity"] = q.sensitivity(problem, progress=options.progress)
+            report["sensitivity"] = q.sensitivity(problem, keep_float=cal.head, progress=options.progress)
         return [row["node"] for row in report["sensitivity"]]
 
     if options.sensitivity_report:
@@ -316,8 +342,8 @@ def _qdq_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
         max_float=len(cal.head) + options.max_float_layers,
         always_float=cal.head,
     )
-    report.update(steps=steps, float_nodes=list(float_nodes))
-    config = q.QuantConfig("s8", options.calib_method, tuple(float_nodes))
+    config = q.QuantConfig("s8", problem.method, tuple(float_nodes))
+    report.update(steps=steps, float_nodes=list(float_nodes), qdq_file=config.describe())
     return Int8File(model, config, metadata.preprocess, report)
 
 
@@ -326,30 +352,30 @@ def _cpu_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
     integer kernels on x86, taking raw pixels where that is as accurate.
 
     It is there for speed: every Conv stays integer (a float Conv inside ONNX Runtime's NHWC integer
-    graph costs more than it saves), the calibration method is the one whose model agrees best with
-    fp32 under those kernels on the calibration images, and each Fire's Concat gets one range for
+    graph costs more than it saves), the calibration method is the one whose model follows fp32 most
+    closely (least logit MSE) under those kernels on the calibration images, and each Fire's Concat gets one range for
     its inputs and output, so ONNX Runtime copies instead of requantizing (docs/int8.md has the
     measurements).
     """
     trials = []
     best = None
-    for method in [options.calib_method] + [m for m in r.METHODS if m != options.calib_method]:
+    for method in [options.calib_method] if options.calib_method else list(r.METHODS):
         config = q.QuantConfig("u8", method, tuple(cal.head))
         ranges = r.unify_concat_ranges(cal.fp32, cal.method_ranges[method])
         model = q.quantize_model(cal.fp32, ranges, config, cal.calib.data)
         fid = q.fidelity(cal.reference, q.logits_of(model.SerializeToString(), cal.calib.data, exact=False))
         trials.append({"method": method, "float_nodes": list(cal.head), **fid.to_dict()})
-        if best is None or (fid.top1_agreement, -fid.logit_mse) > best[:2]:
-            best = (fid.top1_agreement, -fid.logit_mse, config, model)
+        if best is None or fid.logit_mse < best[0]:
+            best = (fid.logit_mse, fid.top1_agreement, config, model)
     assert best is not None
-    agreement, _, config, model = best
-    if agreement < options.target_agreement:
+    _, agreement, config, model = best
+    if agreement < CPU_FILE_WARNING_AGREEMENT:
         log.warning(
             "%s agrees with fp32 on %.1f %% of the calibration images (target %.0f %%); "
             "model.int8.onnx is the accurate INT8 file",
             INT8_CPU_NAME,
             100 * agreement,
-            100 * options.target_agreement,
+            100 * CPU_FILE_WARNING_AGREEMENT,
         )
     report: Dict[str, Any] = {"cpu_file_trials": trials, "cpu_file": config.describe()}
     model, spec = pixel_input_if_close(

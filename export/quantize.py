@@ -3,9 +3,12 @@
 * ``s8`` (``model.int8.onnx``): int8 symmetric activations (zero point 0), per-tensor; int8
   symmetric per-channel weights; biases left in float. This is what TensorRT builds in explicit
   quantization mode (TensorRT 10 recommends it, 11 requires it; its parser rejects int32 bias DQ).
-* ``u8`` (``model.int8.cpu.onnx``): uint8 asymmetric activations and 7-bit (``reduce_range``) weights:
-  the file ONNX Runtime runs fast on x86 CPUs without VNNI, where AVX2's saturating int8
-  multiply would otherwise cost accuracy.
+* ``u8`` (``model.int8.cpu.onnx``): uint8 asymmetric activations, int8 per-channel weights, and the
+  first Conv's weights at 7 bits: the file ONNX Runtime runs fast on x86 CPUs without VNNI. AVX2's
+  u8 x s8 multiply adds pairs of products into a saturating int16; only the first Conv sees a
+  dense, full-range input (the image) that makes those sums overflow with 8-bit weights, so only it
+  gets 7 (:func:`first_conv_7bit`; NNCF's default overflow fix, ``OverflowFix.FIRST_LAYER``, draws
+  the same line). ``docs/int8.md`` has the measurements.
 
 Ranges come from :mod:`.ranges`; ONNX Runtime's ``quantize_static`` places the Q/DQ nodes, with every
 activation's range given through ``TensorQuantOverrides`` so its own calibration pass does not decide.
@@ -44,7 +47,7 @@ class QuantConfig:
             "activations": "int8 symmetric per-tensor"
             if self.flavour == "s8"
             else "uint8 asymmetric per-tensor",
-            "weights": "int8 symmetric per-channel" + (" (reduce_range)" if self.flavour == "u8" else ""),
+            "weights": "int8 symmetric per-channel" + (", first Conv 7-bit" if self.flavour == "u8" else ""),
             "calibration_method": self.method,
             "float_nodes": list(self.exclude_nodes),
         }
@@ -122,7 +125,7 @@ def quantize_model(
                 _OneBatchReader(input_name, sample),
                 quant_format=q.QuantFormat.QDQ,
                 per_channel=True,
-                reduce_range=not s8,
+                reduce_range=False,
                 activation_type=q.QuantType.QInt8 if s8 else q.QuantType.QUInt8,
                 weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=list(config.exclude_nodes),
@@ -138,7 +141,64 @@ def quantize_model(
         finally:
             root.disabled = was
             root.handlers[:] = handlers
-        return onnx.load(dst)
+        quantized = onnx.load(dst)
+    return quantized if s8 else first_conv_7bit(quantized, fp32_model)
+
+
+def _first_conv(model: Any) -> Optional[Any]:
+    """The Conv fed by the graph input (through its Q/DQ pair in a quantized model)."""
+    feeds = {model.graph.input[0].name}
+    for node in model.graph.node:
+        if any(name in feeds for name in node.input):
+            if node.op_type == "Conv":
+                return node
+            if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+                return None
+            feeds.update(node.output)
+    return None
+
+
+def first_conv_7bit(model: Any, fp32_model: Any) -> Any:
+    """``model`` (a ``u8`` Q/DQ model of ``fp32_model``) with its first Conv's weights requantized to
+    7 bits per channel (|q| <= 63) from the fp32 weights, and its int32 bias to the new scales.
+
+    With 8-bit weights, two products of a full-range image pixel pair (255 x 127 each) overflow the
+    int16 that AVX2's ``vpmaddubsw`` sums them into; deeper layers' sparse ReLU outputs do not reach
+    that in practice (measured: fused kernels agree with exact arithmetic there, docs/int8.md).
+    Returns ``model`` unchanged when its first Conv is float or not in the expected Q/DQ form.
+    """
+    from onnx import numpy_helper
+
+    conv = _first_conv(model)
+    float_conv = _first_conv(fp32_model)
+    if conv is None or float_conv is None or len(conv.input) < 3 or len(float_conv.input) < 3:
+        return model
+    inits = {init.name: init for init in model.graph.initializer}
+    float_inits = {init.name: init for init in fp32_model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    x_dq, w_dq, b_dq = (producer.get(name) for name in conv.input[:3])
+    if any(node is None or node.op_type != "DequantizeLinear" for node in (x_dq, w_dq, b_dq)):
+        return model
+    assert x_dq is not None and w_dq is not None and b_dq is not None
+    if not {w_dq.input[0], w_dq.input[1], b_dq.input[0], b_dq.input[1], x_dq.input[1]} <= set(inits):
+        return model
+    if not set(float_conv.input[1:3]) <= set(float_inits):
+        return model
+    weight = numpy_helper.to_array(float_inits[float_conv.input[1]]).astype(np.float64)
+    bias = numpy_helper.to_array(float_inits[float_conv.input[2]]).astype(np.float64)
+    input_scale = float(numpy_helper.to_array(inits[x_dq.input[1]]))
+    scale = np.abs(weight).reshape(len(weight), -1).max(axis=1) / 63.0
+    scale = np.where(scale > 0, scale, 1.0)
+    w_q = np.clip(np.round(weight / scale.reshape(-1, 1, 1, 1)), -63, 63).astype(np.int8)
+    b_q = np.round(bias / (input_scale * scale)).astype(np.int32)
+    for name, value in (
+        (w_dq.input[0], w_q),
+        (w_dq.input[1], scale.astype(np.float32)),
+        (b_dq.input[0], b_q),
+        (b_dq.input[1], (input_scale * scale).astype(np.float32)),
+    ):
+        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    return model
 
 
 def conv_nodes(model: Any) -> List[str]:
@@ -205,11 +265,17 @@ class QuantProblem:
 
 
 def sensitivity(
-    problem: QuantProblem, nodes: Optional[Sequence[str]] = None, progress: bool = False
+    problem: QuantProblem,
+    nodes: Optional[Sequence[str]] = None,
+    keep_float: Sequence[str] = (),
+    progress: bool = False,
 ) -> List[Dict[str, Any]]:
-    """Per-layer sensitivity: quantize one Conv at a time (all others float) and measure the damage.
+    """Per-layer sensitivity: quantize one Conv at a time (all other Convs and ``keep_float`` float)
+    and measure the damage.
 
-    Sorted most sensitive first (largest logit MSE against fp32 on the problem's images).
+    Sorted most sensitive first (largest logit MSE against fp32 on the problem's images). Pass the
+    layers every candidate model keeps float (the logits' pool): quantized in every trial, their
+    error would swamp the one layer's.
     """
     all_convs = conv_nodes(problem.fp32_model)
     targets: Iterable[str] = nodes if nodes is not None else all_convs
@@ -219,7 +285,7 @@ def sensitivity(
         targets = progress_bar(list(targets), desc="per-layer sensitivity", unit="layer")
     rows = []
     for node in targets:
-        _, fid = problem.trial([n for n in all_convs if n != node])
+        _, fid = problem.trial([*keep_float, *(n for n in all_convs if n != node)])
         rows.append({"node": node, **fid.to_dict()})
     rows.sort(key=lambda r: -r["logit_mse"])
     return rows

