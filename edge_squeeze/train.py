@@ -651,33 +651,10 @@ def train(options: TrainOptions) -> Dict[str, Any]:
                 improved = val_acc > best_acc
                 best_acc = max(best_acc, val_acc)
                 if world.writes_files:
+                    state = (model, config, labels, spec, metrics, epoch, optimizer, True, scheduler, extra)
                     if improved:
-                        save_checkpoint(
-                            out / "best.pt",
-                            model,
-                            config,
-                            labels,
-                            spec,
-                            metrics,
-                            epoch,
-                            optimizer,
-                            True,
-                            scheduler,
-                            extra,
-                        )
-                    save_checkpoint(
-                        out / "last.pt",
-                        model,
-                        config,
-                        labels,
-                        spec,
-                        metrics,
-                        epoch,
-                        optimizer,
-                        True,
-                        scheduler,
-                        extra,
-                    )
+                        save_checkpoint(out / "best.pt", *state)
+                    save_checkpoint(out / "last.pt", *state)
                     write_csv_atomic(out / "metrics.csv", rows, list(rows[0]))
                     plot_curves(rows, out / "learning_curve.png")
         except KeyboardInterrupt:
