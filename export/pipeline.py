@@ -312,20 +312,20 @@ def _calibrate(
 def _qdq_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calibration) -> Int8File:
     """``model.int8.onnx``: int8 symmetric Q/DQ (what TensorRT builds), computed exactly. The
     calibration method is ``options.calib_method``, or the one whose model follows fp32 most closely
-    on the calibration images (least logit MSE: steadier than top-1 agreement on 200 images); then the most sensitive layers stay float until those images agree
-    with fp32 as targeted."""
+    on the calibration images (least logit MSE: steadier than top-1 agreement on 200 images); then
+    the most sensitive layers stay float until those images agree with fp32 as targeted."""
     trials = []
     best = None
     for method in [options.calib_method] if options.calib_method else list(r.METHODS):
         candidate = q.QuantProblem(
             cal.fp32, cal.method_ranges[method], "s8", method, cal.calib.data, cal.reference
         )
-        _, fid = candidate.trial(cal.head)
+        model, fid = candidate.trial(cal.head)
         trials.append({"method": method, "float_nodes": list(cal.head), **fid.to_dict()})
-        if best is None or fid.logit_mse < best[0]:
-            best = (fid.logit_mse, fid.top1_agreement, candidate)
+        if best is None or fid.logit_mse < best[0].logit_mse:
+            best = (fid, model, candidate)
     assert best is not None
-    problem = best[2]
+    head_fid, head_model, problem = best
     report: Dict[str, Any] = {"qdq_file_trials": trials}
 
     def ranking() -> List[str]:
@@ -341,6 +341,7 @@ def _qdq_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
         target_agreement=options.target_agreement,
         max_float=len(cal.head) + options.max_float_layers,
         always_float=cal.head,
+        first_trial=(head_model, head_fid),
     )
     config = q.QuantConfig("s8", problem.method, tuple(float_nodes))
     report.update(steps=steps, float_nodes=list(float_nodes), qdq_file=config.describe())

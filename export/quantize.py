@@ -297,18 +297,20 @@ def choose_float_nodes(
     target_agreement: float,
     max_float: int,
     always_float: Sequence[str] = (),
+    first_trial: Optional[Tuple[Any, Fidelity]] = None,
 ) -> Tuple[Tuple[str, ...], List[Dict[str, Any]], Any]:
     """Keep the most sensitive layers in float, one at a time, until agreement reaches the target.
 
     ``ranking`` (most sensitive first) is only called once a layer must be added: the sensitivity
-    analysis costs a quantization per layer. Returns the chosen float nodes, one row per step (what
-    each step bought), and the last step's quantized model.
+    analysis costs a quantization per layer. ``first_trial`` is ``problem.trial(always_float)`` when
+    the caller already has it. Returns the chosen float nodes, one row per step (what each step
+    bought), and the last step's quantized model.
     """
     chosen: List[str] = list(always_float)
     steps = []
     candidates: Optional[List[str]] = None
     while True:
-        model, fid = problem.trial(chosen)
+        model, fid = first_trial if first_trial is not None and not steps else problem.trial(chosen)
         steps.append({"float_nodes": list(chosen), **fid.to_dict(), "bytes": model.ByteSize()})
         if fid.top1_agreement >= target_agreement or len(chosen) >= max_float:
             break
