@@ -187,9 +187,28 @@ def first_conv_7bit(model: Any, fp32_model: Any) -> Any:
     weight = numpy_helper.to_array(float_inits[float_conv.input[1]]).astype(np.float64)
     bias = numpy_helper.to_array(float_inits[float_conv.input[2]]).astype(np.float64)
     input_scale = float(numpy_helper.to_array(inits[x_dq.input[1]]))
-    scale = np.abs(weight).reshape(len(weight), -1).max(axis=1) / 63.0
+    _set_conv_weights(inits, w_dq, b_dq, weight, bias, input_scale, qmax=63)
+    return model
+
+
+def _set_conv_weights(
+    inits: Dict[str, Any],
+    w_dq: Any,
+    b_dq: Any,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    input_scale: float,
+    qmax: float,
+) -> None:
+    """Overwrite a quantized Conv's weight and bias initializers (those its two DequantizeLinear
+    nodes ``w_dq``, ``b_dq`` read) with the float ``weight`` (OIHW) quantized symmetrically per
+    output channel to ``|q| <= qmax`` and ``bias`` to int32 at ``input_scale * scale``: each rounded
+    once, from float. All-zero channels get scale 1."""
+    from onnx import numpy_helper
+
+    scale = np.abs(weight).reshape(len(weight), -1).max(axis=1) / qmax
     scale = np.where(scale > 0, scale, 1.0)
-    w_q = np.clip(np.round(weight / scale.reshape(-1, 1, 1, 1)), -63, 63).astype(np.int8)
+    w_q = np.clip(np.round(weight / scale.reshape(-1, 1, 1, 1)), -qmax, qmax).astype(np.int8)
     b_q = np.round(bias / (input_scale * scale)).astype(np.int32)
     for name, value in (
         (w_dq.input[0], w_q),
@@ -198,7 +217,6 @@ def first_conv_7bit(model: Any, fp32_model: Any) -> Any:
         (b_dq.input[1], (input_scale * scale).astype(np.float32)),
     ):
         inits[name].CopyFrom(numpy_helper.from_array(value, name))
-    return model
 
 
 def conv_nodes(model: Any) -> List[str]:
@@ -380,31 +398,22 @@ def pixel_input(model: Any, fp32_model: Any, spec: PreprocessSpec) -> Optional[A
     float_inits = {init.name: init for init in fp32_model.graph.initializer}
     if len(float_conv) != 1 or not set(float_conv[0].input[1:3]) <= set(float_inits):
         return None
-    w_q, b_q = array(w_dq.input[0]), array(b_dq.input[0])
-    if len(w_dq.input) > 2 and array(w_dq.input[2]).any():
-        return None  # weights are symmetric in both files; anything else is not ours
+    w_q = array(w_dq.input[0])
+    if w_q.dtype != np.int8 or (len(w_dq.input) > 2 and array(w_dq.input[2]).any()):
+        return None  # weights are symmetric int8 in both files; anything else is not ours
     weight = numpy_helper.to_array(float_inits[float_conv[0].input[1]]).astype(np.float64)
     bias = numpy_helper.to_array(float_inits[float_conv[0].input[2]]).astype(np.float64)
     std = np.asarray(spec.std, np.float64)
     a, b = spec.scale / std, np.asarray(spec.mean, np.float64) / std
     folded = weight * a.reshape(1, -1, 1, 1)
     new_bias = bias - (weight * b.reshape(1, -1, 1, 1)).sum(axis=(1, 2, 3))
-    qmax = float(np.abs(w_q).max())  # the file's integer range (63 with reduce_range)
-    new_scale = np.abs(folded).reshape(len(folded), -1).max(axis=1) / qmax
-    new_scale = np.where(new_scale > 0, new_scale, 1.0)
-    new_w = np.clip(np.round(folded / new_scale.reshape(-1, 1, 1, 1)), -qmax, qmax).astype(w_q.dtype)
-    new_b = np.round(new_bias / new_scale).astype(b_q.dtype)  # input scale 1: bias scale = weight scale
-    extra = spec.input_channels - new_w.shape[1]
+    extra = spec.input_channels - folded.shape[1]
     if extra < 0:
         return None
-    new_w = np.pad(new_w, ((0, 0), (0, extra), (0, 0), (0, 0)))
-    for name, value in (
-        (w_dq.input[0], new_w),
-        (w_dq.input[1], new_scale.astype(np.float32)),
-        (b_dq.input[0], new_b),
-        (b_dq.input[1], new_scale.astype(np.float32)),
-    ):
-        inits[name].CopyFrom(numpy_helper.from_array(value, name))
+    # zero weights for the extra (alpha) channels change no scale; pixels are integers: input scale 1
+    folded = np.pad(folded, ((0, 0), (0, extra), (0, 0), (0, 0)))
+    qmax = float(np.abs(w_q).max())  # the file's integer range for this Conv (63: 7 bits)
+    _set_conv_weights(inits, w_dq, b_dq, folded, new_bias, 1.0, qmax)
 
     nchw = f"{graph_input.name}_nchw"
     graph.node.remove(quant)

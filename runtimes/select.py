@@ -8,7 +8,10 @@ skipped with one logged reason.
 
 On ONNX Runtime's CPU provider an INT8 export has two files: the Q/DQ file (``model.int8.onnx``)
 and the CPU file (``model.int8.cpu.onnx``, named in the Q/DQ file's metadata). ``int8_file="auto"``
-times both at batch 1 on this machine and runs the faster (measured once per process).
+on an x86 CPU times both at batch 1 and runs the faster (measured once per process); on any other
+CPU (a Jetson's aarch64) it runs the Q/DQ file without timing: the CPU file's narrower first Conv
+only works around x86's 16-bit pair sums (AVX2 u8 x s8), while ONNX Runtime's ARM kernels widen
+every product and compute the Q/DQ file exactly (docs/int8.md, "Which file goes to which engine").
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Dict, Optional, Set, Tuple, Union
 
@@ -123,7 +127,9 @@ def load_onnxruntime(path: Path, options: OrtOptions) -> ortb.OnnxRuntimeBackend
         )
         cpu.close()
         return qdq
-    if options.int8_file == "auto" and _faster_int8_file(qdq, cpu, options) == "qdq":
+    if options.int8_file == "auto" and (
+        not int8_pair_sums_saturate() or _faster_int8_file(qdq, cpu, options) == "qdq"
+    ):
         cpu.close()
         return qdq
     qdq.close()
@@ -142,6 +148,14 @@ def sibling_mismatch(qdq: ArtifactMetadata, cpu: ArtifactMetadata) -> Optional[s
     if qdq.labels != cpu.labels:
         return "other labels"
     return None
+
+
+def int8_pair_sums_saturate(machine: Optional[str] = None) -> bool:
+    """Whether ONNX Runtime's CPU integer kernels on ``machine`` (default: this one) may saturate on
+    the Q/DQ file: x86 (AVX2's u8 x s8 instruction sums pairs of products in 16 bits; the CPU file
+    exists for it). ARM's kernels (NEON widening multiply-accumulate, UDOT, UMMLA) sum in 32 bits."""
+    name = (machine if machine is not None else platform.machine()).lower()
+    return name in ("x86_64", "amd64", "x86", "i386", "i686")
 
 
 def _faster_int8_file(qdq: ortb.OnnxRuntimeBackend, cpu: ortb.OnnxRuntimeBackend, options: OrtOptions) -> str:
@@ -164,4 +178,11 @@ def _faster_int8_file(qdq: ortb.OnnxRuntimeBackend, cpu: ortb.OnnxRuntimeBackend
     return _INT8_FILE_CHOICE[key]
 
 
-__all__ = ["BACKENDS", "INT8_FILES", "BackendOptions", "load_backend", "load_onnxruntime"]
+__all__ = [
+    "BACKENDS",
+    "INT8_FILES",
+    "BackendOptions",
+    "int8_pair_sums_saturate",
+    "load_backend",
+    "load_onnxruntime",
+]

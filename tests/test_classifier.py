@@ -57,6 +57,23 @@ def test_the_int8_file_is_chosen_by_measurement(exported, caplog, monkeypatch):
     assert forced.info.model_path.endswith("model.int8.cpu.onnx")
 
 
+def test_off_x86_the_exact_q_dq_file_runs_without_timing(exported, caplog, monkeypatch):
+    """On aarch64 (a Jetson) ONNX Runtime's integer kernels do not saturate, so "auto" takes the
+    Q/DQ file; timing under emulation or on a loaded board would otherwise decide at random."""
+    from edge_squeeze.runtimes import select
+
+    assert select.int8_pair_sums_saturate("x86_64") and select.int8_pair_sums_saturate("AMD64")
+    assert not select.int8_pair_sums_saturate("aarch64") and not select.int8_pair_sums_saturate("arm64")
+    monkeypatch.setattr(select, "_INT8_FILE_CHOICE", {})
+    monkeypatch.setattr(select.platform, "machine", lambda: "aarch64")
+    with caplog.at_level(logging.INFO, logger="edge_squeeze"):
+        clf = Classifier(exported / "model.int8.onnx", backend="onnxruntime")
+    assert clf.info.model_path.endswith("model.int8.onnx")
+    assert "timed" not in caplog.text
+    cpu = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="cpu")
+    assert cpu.info.model_path.endswith("model.int8.cpu.onnx")
+
+
 @pytest.mark.parametrize(
     "name, int8_file", [("model.onnx", "auto"), ("model.int8.onnx", "qdq"), ("model.int8.onnx", "cpu")]
 )

@@ -62,3 +62,32 @@ def test_the_same_results_compare_equal_and_every_difference_is_named():
     b = copy.deepcopy(a)
     b["models"]["model.onnx"]["top1"] = 0.6645  # within 0.2 point
     assert tool.compare(a, b) == []
+
+
+def test_between_x86_and_arm_int8_files_agree_within_the_tolerance_and_the_rest_exactly():
+    """ARM's integer kernels do not saturate where x86's AVX2 ones may: a few photos apart is the
+    kernels, many is a changed exporter (a stale aarch64 results file)."""
+    tool = _tool()
+    names = [f"p{i}.JPEG" for i in range(100)]
+    a = _report()
+    a["models"]["model.int8.cpu.onnx"] = {
+        "top1": 0.65,
+        "predictions": dict.fromkeys(names, 1),
+        "photos": {"samoyed.jpg": "Samoyed"},
+    }
+    a["qdq_unfused"] = dict.fromkeys(names, 2)
+    arm = copy.deepcopy(a)
+    arm["machine"] = "aarch64"
+    arm["models"]["model.int8.cpu.onnx"]["predictions"]["p0.JPEG"] = 5
+    arm["models"]["model.int8.cpu.onnx"]["top1"] = 0.645
+    arm["camera"]["labels"][0] = "kit fox"
+    arm["cli_eval"]["top1"] = 0.652
+    assert tool.compare(a, arm) == []
+    x86 = dict(copy.deepcopy(arm), machine="x86_64")  # the same differences on one CPU family fail
+    assert len(tool.compare(a, x86)) == 4
+    stale = copy.deepcopy(arm)
+    stale["models"]["model.int8.cpu.onnx"]["predictions"].update(dict.fromkeys(names[:5], 7))
+    assert any("differs on 5 photos" in p for p in tool.compare(a, stale))
+    stale = copy.deepcopy(arm)
+    stale["qdq_unfused"]["p1.JPEG"] = 9  # the Q/DQ file's exact arithmetic matches photo for photo
+    assert any("optimizations off" in p for p in tool.compare(a, stale))

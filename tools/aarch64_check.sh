@@ -5,7 +5,7 @@
 # files as on this machine. Integer kernels are deterministic, so the accuracy and agreement are what
 # an ARM board computes; the timing is qemu's, not a board's, and means nothing.
 #
-#   sudo tools/aarch64_check.sh [ROOT]      # ROOT defaults to ../aarch64-root; ~1 h on 2 cores
+#   sudo tools/aarch64_check.sh [ROOT]      # ROOT defaults to ../aarch64-root; about 1 h on 2 cores, alone
 #
 # Needs root (debootstrap, chroot, mounts), Debian's qemu-user-static, debootstrap and
 # binfmt-support, the workstation venv (.venv) and the package registries. Writes
@@ -17,8 +17,10 @@ SHARED=$(realpath "${EDGE_SQUEEZE_SHARED:-$REPO/../shared}")
 DEPLOY=$REPO/build/deploy
 cd "$REPO"
 
-# the model files and the reference results, on this machine
-[ -f "$DEPLOY/models/model.int8.onnx" ] || .venv/bin/python tools/deploy_check.py export "$DEPLOY/models" --shared "$SHARED"
+# the model files (exported again: the results must be those of this checkout's exporter) and the
+# reference results, on this machine
+rm -rf "$DEPLOY/models"
+.venv/bin/python tools/deploy_check.py export "$DEPLOY/models" --shared "$SHARED"
 .venv/bin/python tools/deploy_check.py run "$DEPLOY/models" --shared "$SHARED" --out "$DEPLOY/main.json"
 
 # aarch64 binaries run through qemu (binfmt_misc)
@@ -33,6 +35,7 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 mkdir -p "$ROOT/src" "$ROOT/shared" "$ROOT/proc" "$ROOT/sys" "$ROOT/dev"
 cleanup() { umount -R "$ROOT/sys" "$ROOT/dev" "$ROOT/proc" "$ROOT/shared" "$ROOT/src" 2>/dev/null || true; }
+cleanup  # mounts an interrupted run left behind
 trap cleanup EXIT
 mount --bind "$REPO" "$ROOT/src"
 mount --bind "$SHARED" "$ROOT/shared" && mount -o remount,bind,ro "$ROOT/shared"
@@ -42,12 +45,14 @@ mount --bind /dev "$ROOT/dev"
 
 in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root PIP_CERT=/etc/ssl/certs/ca-certificates.crt /bin/sh -c "$1"; }
 in_root "[ -x /opt/venv/bin/pip ] || python3 -m venv /opt/venv"
-in_root "/opt/venv/bin/pip install -q --upgrade pip && /opt/venv/bin/pip install -q --force-reinstall --no-cache-dir /src"
+# dependencies once (pip under emulation is slow); this checkout's project every time
+in_root "/opt/venv/bin/python -c 'import numpy, cv2, onnxruntime, onnx' 2>/dev/null || /opt/venv/bin/pip install -q /src"
+in_root "/opt/venv/bin/pip install -q --no-deps --force-reinstall --no-cache-dir /src"
 in_root "cd /src && /opt/venv/bin/python tools/deploy_check.py run build/deploy/models --shared /shared --out build/deploy/aarch64.json"
 
 mkdir -p benchmarks/results
 cp "$DEPLOY/aarch64.json" benchmarks/results/aarch64.json
 .venv/bin/python tools/deploy_check.py compare "$DEPLOY/main.json" "$DEPLOY/aarch64.json" \
     --markdown benchmarks/results/aarch64.md \
-    --note "tools/aarch64_check.sh at $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d): Debian 11 arm64 under qemu-aarch64 $(qemu-aarch64-static --version | head -1 | awk '{print $3}'), the base install from PyPI's aarch64 wheels; the same model files as the x86_64 run (SqueezeNet 1.1 INT8 export with 64 calibration photos, a 6-bit .esqz), the 500 shared val photos. Timing under emulation means nothing, so the INT8 file 'auto' picked here is not a board's choice." \
+    --note "tools/aarch64_check.sh at $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d): Debian 11 arm64 under qemu-aarch64 $(qemu-aarch64-static --version | head -1 | awk '{print $3}'), the base install from PyPI's aarch64 wheels; the same model files as the x86_64 run (SqueezeNet 1.1 INT8 export with 64 calibration photos, a 6-bit .esqz), the 500 shared val photos. Timing under emulation means nothing (no speed is reported); 'auto' runs the Q/DQ file on any non-x86 CPU without timing, as on a board." \
     || echo "aarch64 results differ from this machine's (see benchmarks/results/aarch64.md)"
