@@ -79,7 +79,8 @@ class Classifier:
     common ones have shortcuts: ``precision`` and ``cuda_graph`` for TensorRT (the precision an
     engine is built in from an ONNX model; batch-1 launches replayed from a CUDA graph),
     ``int8_file`` for ONNX Runtime (which INT8 file of an export runs on a CPU: ``"auto"``, the
-    faster here on x86, the Q/DQ file on ARM; ``"qdq"``; ``"cpu"``), ``threads`` for the CPU runtimes. Safe to share between threads.
+    faster here on x86, the Q/DQ file on ARM; ``"qdq"``; ``"cpu"``), ``threads`` for the CPU
+    runtimes. Safe to share between threads.
     """
 
     def __init__(

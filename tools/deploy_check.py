@@ -111,14 +111,14 @@ def _unfused_qdq(path: Path, photo_names: List[str], inputs: Any) -> Dict[str, i
     float rounding), the reference for its fused integer kernels on any CPU."""
     import onnxruntime
 
+    from edge_squeeze.evaluate import infer_batched
+
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    top1 = [
-        session.run(None, {name: inputs[i : i + 32]})[0].argmax(axis=1) for i in range(0, len(inputs), 32)
-    ]
-    return {p: int(i) for p, i in zip(photo_names, (int(c) for batch in top1 for c in batch))}
+    logits = infer_batched(lambda batch: session.run(None, {name: batch})[0], inputs, 32)
+    return {p: int(i) for p, i in zip(photo_names, logits.argmax(axis=1))}
 
 
 def run(models: Path, shared: Path, work: Path) -> Dict[str, Any]:
@@ -230,7 +230,6 @@ def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
 
     problems = []
     cross_cpu = int8_pair_sums_saturate(a["machine"]) != int8_pair_sums_saturate(b["machine"])
-    top1_tolerance = INT8_CROSS_CPU_TOP1 if cross_cpu else EVAL_TOP1_TOLERANCE
     pairs = [(name, ra, b["models"].get(name)) for name, ra in a["models"].items()]
     if "qdq_unfused" in a:
         unfused = [{"predictions": r["qdq_unfused"]} if "qdq_unfused" in r else None for r in (a, b)]
@@ -247,7 +246,7 @@ def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
             )
         if "top1" not in ra:
             continue
-        if abs(ra["top1"] - rb["top1"]) > (top1_tolerance if int8_fused else EVAL_TOP1_TOLERANCE):
+        if abs(ra["top1"] - rb["top1"]) > (INT8_CROSS_CPU_TOP1 if int8_fused else EVAL_TOP1_TOLERANCE):
             problems.append(f"{name}: top-1 {ra['top1']:.3f} against {rb['top1']:.3f}")
         if ra["photos"] != rb["photos"]:
             problems.append(f"{name}: predict on the photos differs: {ra['photos']} against {rb['photos']}")
@@ -262,7 +261,9 @@ def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
         or frames_differ > (1 if cross_cpu else 0)
     ):
         problems.append(f"camera differs: {ca} against {cb}")
-    if a["cli_eval"] != b["cli_eval"] and abs(a["cli_eval"]["top1"] - b["cli_eval"]["top1"]) > top1_tolerance:
+    if a["cli_eval"] != b["cli_eval"] and abs(a["cli_eval"]["top1"] - b["cli_eval"]["top1"]) > (
+        INT8_CROSS_CPU_TOP1 if cross_cpu else EVAL_TOP1_TOLERANCE
+    ):
         problems.append(f"eval --json differs: {a['cli_eval']} against {b['cli_eval']}")
     for report in (a, b):
         if not report.get("info_truthful", False):
