@@ -79,7 +79,7 @@ class Classifier:
     common ones have shortcuts: ``precision`` and ``cuda_graph`` for TensorRT (the precision an
     engine is built in from an ONNX model; batch-1 launches replayed from a CUDA graph),
     ``int8_file`` for ONNX Runtime (which INT8 file of an export runs on a CPU: ``"auto"``, the
-    faster here on x86, the Q/DQ file on ARM; ``"qdq"``; ``"cpu"``), ``threads`` for the CPU
+    faster here on x86, the CPU file on ARM; ``"qdq"``; ``"cpu"``), ``threads`` for the CPU
     runtimes. Safe to share between threads.
     """
 
@@ -126,8 +126,10 @@ class Classifier:
     def __repr__(self) -> str:
         info = self.backend.info
         shape = "x".join("N" if d is None else str(d) for d in info.input_shape)
+        ran = Path(info.model_path).name
+        runs = f", runs={ran!r}" if ran and ran != self.path.name else ""  # the other INT8 file of an export
         return (
-            f"Classifier({str(self.path)!r}, backend={info.name!r}, precision={info.precision!r}, "
+            f"Classifier({str(self.path)!r}{runs}, backend={info.name!r}, precision={info.precision!r}, "
             f"device={info.device!r}, input={shape} {info.input_dtype}, classes={len(self.labels)})"
         )
 

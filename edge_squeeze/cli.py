@@ -610,7 +610,7 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
         "--int8-file",
         choices=INT8_FILES,
         default="auto",
-        help="ONNX Runtime on a CPU: which INT8 file of an export runs (auto: the faster on x86, Q/DQ on ARM)",
+        help="ONNX Runtime on a CPU: which INT8 file of an export runs (auto: the faster on x86, the CPU file elsewhere)",
     )
     p.add_argument("--batch-profile", help="TensorRT: MIN,OPT,MAX batch of an engine built from ONNX")
     p.add_argument("--dla-core", type=NON_NEGATIVE, help="TensorRT: build and run on this DLA core")

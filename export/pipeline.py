@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -309,23 +309,38 @@ def _calibrate(
     return Int8Calibration(fp32, calib, key, method_ranges, reference, _logits_head_nodes(fp32), report)
 
 
+T = TypeVar("T")
+
+
+def _closest_method(
+    options: ExportOptions, cal: Int8Calibration, trial: Callable[[str], Tuple[Any, q.Fidelity, T]]
+) -> Tuple[List[Dict[str, Any]], Tuple[Any, q.Fidelity, T]]:
+    """``trial(method)`` (a model, its fidelity to fp32 on the calibration images, and what made it)
+    for ``options.calib_method`` or else every calibration method: the report's trial rows, and the
+    trial whose model follows fp32 most closely (least logit MSE; the first of equals)."""
+    trials, best = [], None
+    for method in [options.calib_method] if options.calib_method else list(r.METHODS):
+        result = trial(method)
+        trials.append({"method": method, "float_nodes": list(cal.head), **result[1].to_dict()})
+        if best is None or result[1].logit_mse < best[1].logit_mse:
+            best = result
+    assert best is not None
+    return trials, best
+
+
 def _qdq_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calibration) -> Int8File:
     """``model.int8.onnx``: int8 symmetric Q/DQ (what TensorRT builds), computed exactly. The
     calibration method is ``options.calib_method``, or the one whose model follows fp32 most closely
     on the calibration images (least logit MSE: steadier than top-1 agreement on 200 images); then
     the most sensitive layers stay float until those images agree with fp32 as targeted."""
-    trials = []
-    best = None
-    for method in [options.calib_method] if options.calib_method else list(r.METHODS):
-        candidate = q.QuantProblem(
+
+    def head_trial(method: str) -> Tuple[Any, q.Fidelity, q.QuantProblem]:
+        problem = q.QuantProblem(
             cal.fp32, cal.method_ranges[method], "s8", method, cal.calib.data, cal.reference
         )
-        model, fid = candidate.trial(cal.head)
-        trials.append({"method": method, "float_nodes": list(cal.head), **fid.to_dict()})
-        if best is None or fid.logit_mse < best[0].logit_mse:
-            best = (fid, model, candidate)
-    assert best is not None
-    head_fid, head_model, problem = best
+        return (*problem.trial(cal.head), problem)
+
+    trials, (head_model, head_fid, problem) = _closest_method(options, cal, head_trial)
     report: Dict[str, Any] = {"qdq_file_trials": trials}
 
     def ranking() -> List[str]:
@@ -358,18 +373,16 @@ def _cpu_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
     its inputs and output, so ONNX Runtime copies instead of requantizing (docs/int8.md has the
     measurements).
     """
-    trials = []
-    best = None
-    for method in [options.calib_method] if options.calib_method else list(r.METHODS):
+
+    def fused_trial(method: str) -> Tuple[Any, q.Fidelity, q.QuantConfig]:
         config = q.QuantConfig("u8", method, tuple(cal.head))
         ranges = r.unify_concat_ranges(cal.fp32, cal.method_ranges[method])
         model = q.quantize_model(cal.fp32, ranges, config, cal.calib.data)
         fid = q.fidelity(cal.reference, q.logits_of(model.SerializeToString(), cal.calib.data, exact=False))
-        trials.append({"method": method, "float_nodes": list(cal.head), **fid.to_dict()})
-        if best is None or fid.logit_mse < best[0]:
-            best = (fid.logit_mse, fid.top1_agreement, config, model)
-    assert best is not None
-    _, agreement, config, model = best
+        return model, fid, config
+
+    trials, (model, fid, config) = _closest_method(options, cal, fused_trial)
+    agreement = fid.top1_agreement
     if agreement < CPU_FILE_WARNING_AGREEMENT:
         log.warning(
             "%s agrees with fp32 on %.1f %% of the calibration images (target %.0f %%); "

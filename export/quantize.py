@@ -4,11 +4,12 @@
   symmetric per-channel weights; biases left in float. This is what TensorRT builds in explicit
   quantization mode (TensorRT 10 recommends it, 11 requires it; its parser rejects int32 bias DQ).
 * ``u8`` (``model.int8.cpu.onnx``): uint8 asymmetric activations, int8 per-channel weights, and the
-  first Conv's weights at 7 bits: the file ONNX Runtime runs fast on x86 CPUs without VNNI. AVX2's
-  u8 x s8 multiply adds pairs of products into a saturating int16; only the first Conv sees a
-  dense, full-range input (the image) that makes those sums overflow with 8-bit weights, so only it
-  gets 7 (:func:`first_conv_7bit`; NNCF's default overflow fix, ``OverflowFix.FIRST_LAYER``, draws
-  the same line). ``docs/int8.md`` has the measurements.
+  first Conv's weights at 7 bits: the file ONNX Runtime runs on integer kernels, fast on x86 CPUs
+  without VNNI. AVX2's u8 x s8 multiply adds pairs of products into a saturating int16; the first
+  Conv's dense, full-range input (the image) overflows those sums often enough with 8-bit weights
+  to cost a fifth of the agreement with fp32, so it gets 7 (:func:`first_conv_7bit`; NNCF's default
+  overflow fix, ``OverflowFix.FIRST_LAYER``, draws the same line). Deeper Convs overflow rarely and
+  slightly; 7 bits there would cost more than it saves. ``docs/int8.md`` has the measurements.
 
 Ranges come from :mod:`.ranges`; ONNX Runtime's ``quantize_static`` places the Q/DQ nodes, with every
 activation's range given through ``TensorQuantOverrides`` so its own calibration pass does not decide.
@@ -163,8 +164,8 @@ def first_conv_7bit(model: Any, fp32_model: Any) -> Any:
     7 bits per channel (|q| <= 63) from the fp32 weights, and its int32 bias to the new scales.
 
     With 8-bit weights, two products of a full-range image pixel pair (255 x 127 each) overflow the
-    int16 that AVX2's ``vpmaddubsw`` sums them into; deeper layers' sparse ReLU outputs do not reach
-    that in practice (measured: fused kernels agree with exact arithmetic there, docs/int8.md).
+    int16 that AVX2's ``vpmaddubsw`` sums them into; deeper layers' sparse ReLU outputs reach that
+    rarely (a few photos' logits move slightly: docs/int8.md, section 6).
     Returns ``model`` unchanged when its first Conv is float or not in the expected Q/DQ form.
     """
     from onnx import numpy_helper
@@ -217,6 +218,42 @@ def _set_conv_weights(
         (b_dq.input[1], (input_scale * scale).astype(np.float32)),
     ):
         inits[name].CopyFrom(numpy_helper.from_array(value, name))
+
+
+def u8_weight_twin(model: Any, convs: Optional[Iterable[str]] = None) -> Any:
+    """A copy of the Q/DQ ``model`` whose Convs (all, or those named in ``convs``) keep their int8
+    weights as uint8 ``q + 128`` with zero point 128: the same numbers, so the same arithmetic, but
+    ONNX Runtime then runs those Convs on its u8 x u8 kernels, which on x86 widen both operands to
+    16 bits and never saturate. Run with fused kernels, the twin of the CPU file is that file's exact
+    integer arithmetic (a reference, about 20 % slower on AVX2: docs/int8.md, section 6)."""
+    from onnx import ModelProto, numpy_helper
+
+    twin = ModelProto()
+    twin.CopyFrom(model)
+    wanted = None if convs is None else set(convs)
+    inits = {init.name: init for init in twin.graph.initializer}
+    weights = {
+        n.input[1] for n in twin.graph.node if n.op_type == "Conv" and (wanted is None or n.name in wanted)
+    }
+    for node in twin.graph.node:
+        if node.op_type != "DequantizeLinear" or node.output[0] not in weights or len(node.input) < 3:
+            continue
+        if node.input[0] not in inits or node.input[2] not in inits:
+            continue
+        q, zero = (numpy_helper.to_array(inits[name]) for name in (node.input[0], node.input[2]))
+        if q.dtype != np.int8 or np.any(zero != 0):
+            continue
+        for i, value in (
+            (0, (q.astype(np.int16) + 128).astype(np.uint8)),
+            (2, np.full(zero.shape, 128, np.uint8)),
+        ):
+            node.input[i] = f"{node.input[i]}_u8"  # new initializers: the old ones may be shared
+            twin.graph.initializer.append(numpy_helper.from_array(value, node.input[i]))
+    used = {name for node in twin.graph.node for name in node.input}
+    kept = [init for init in twin.graph.initializer if init.name in used]
+    del twin.graph.initializer[:]
+    twin.graph.initializer.extend(kept)
+    return twin
 
 
 def conv_nodes(model: Any) -> List[str]:

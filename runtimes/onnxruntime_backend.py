@@ -33,8 +33,8 @@ class OrtOptions:
     providers: Sequence[str] = ("cpu",)  # short names from PROVIDERS or ONNX Runtime's own names
     threads: int = 0  # intra-op threads; 0 lets ONNX Runtime choose (one per physical core)
     # an INT8 export has two files: the Q/DQ file (model.int8.onnx) and the CPU file
-    # (model.int8.cpu.onnx); "auto" times both on x86 and runs the faster, runs the Q/DQ file on
-    # ARM (computed exactly there); "qdq" or "cpu" force one
+    # (model.int8.cpu.onnx); "auto" times both on x86 and runs the faster, runs the CPU file on
+    # ARM (the one ONNX Runtime computes with integer kernels, exactly there); "qdq" or "cpu" force one
     int8_file: str = "auto"
 
 

@@ -39,9 +39,10 @@ def test_predict_batch_matches_single(exported, pattern_dataset):
 def test_repr_names_backend_precision_and_shape(exported):
     text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="qdq"))
     assert "backend='onnxruntime'" in text and "precision='int8'" in text
-    assert "input=Nx3x96x96 float32" in text
+    assert "input=Nx3x96x96 float32" in text and "runs=" not in text
     text = repr(Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="cpu"))
-    assert "input=Nx96x96x4 uint8" in text  # the CPU flavour takes raw pixels (and alpha)
+    assert "input=Nx96x96x4 uint8" in text  # the CPU file takes raw pixels (and alpha)
+    assert "model.int8.onnx', runs='model.int8.cpu.onnx'" in text
 
 
 def test_the_int8_file_is_chosen_by_measurement(exported, caplog, monkeypatch):
@@ -57,21 +58,24 @@ def test_the_int8_file_is_chosen_by_measurement(exported, caplog, monkeypatch):
     assert forced.info.model_path.endswith("model.int8.cpu.onnx")
 
 
-def test_off_x86_the_exact_q_dq_file_runs_without_timing(exported, caplog, monkeypatch):
-    """On aarch64 (a Jetson) ONNX Runtime's integer kernels do not saturate, so "auto" takes the
-    Q/DQ file; timing under emulation or on a loaded board would otherwise decide at random."""
+def test_off_x86_the_cpu_file_runs_without_timing(exported, caplog, monkeypatch):
+    """On aarch64 (a Jetson) "auto" takes the CPU file, the one ONNX Runtime runs on integer kernels
+    (exactly there: ARM's do not saturate); timing under emulation or on a loaded board would
+    otherwise decide at random."""
+    import platform
+
     from edge_squeeze.runtimes import select
 
     assert select.int8_pair_sums_saturate("x86_64") and select.int8_pair_sums_saturate("AMD64")
     assert not select.int8_pair_sums_saturate("aarch64") and not select.int8_pair_sums_saturate("arm64")
     monkeypatch.setattr(select, "_INT8_FILE_CHOICE", {})
-    monkeypatch.setattr(select.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     with caplog.at_level(logging.INFO, logger="edge_squeeze"):
         clf = Classifier(exported / "model.int8.onnx", backend="onnxruntime")
-    assert clf.info.model_path.endswith("model.int8.onnx")
+    assert clf.info.model_path.endswith("model.int8.cpu.onnx")
     assert "timed" not in caplog.text
-    cpu = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="cpu")
-    assert cpu.info.model_path.endswith("model.int8.cpu.onnx")
+    qdq = Classifier(exported / "model.int8.onnx", backend="onnxruntime", int8_file="qdq")
+    assert qdq.info.model_path.endswith("model.int8.onnx")
 
 
 @pytest.mark.parametrize(

@@ -76,8 +76,11 @@ def test_between_x86_and_arm_int8_files_agree_within_the_tolerance_and_the_rest_
         "photos": {"samoyed.jpg": "Samoyed"},
     }
     a["qdq_unfused"] = dict.fromkeys(names, 2)
+    a["cpu_exact"] = {"predictions": dict.fromkeys(names, 1), "ties": ["p9.JPEG"]}
     arm = copy.deepcopy(a)
     arm["machine"] = "aarch64"
+    arm["int8_auto_choice"] = "model.int8.cpu.onnx"
+    arm["cpu_exact"]["predictions"]["p9.JPEG"] = 3  # a tie: either class is the exact answer
     arm["models"]["model.int8.cpu.onnx"]["predictions"]["p0.JPEG"] = 5
     arm["models"]["model.int8.cpu.onnx"]["top1"] = 0.645
     arm["camera"]["labels"][0] = "kit fox"
@@ -91,3 +94,8 @@ def test_between_x86_and_arm_int8_files_agree_within_the_tolerance_and_the_rest_
     stale = copy.deepcopy(arm)
     stale["qdq_unfused"]["p1.JPEG"] = 9  # the Q/DQ file's exact arithmetic matches photo for photo
     assert any("optimizations off" in p for p in tool.compare(a, stale))
+    stale = copy.deepcopy(arm)
+    stale["cpu_exact"]["predictions"]["p1.JPEG"] = 9  # so do the CPU file's exact integers, ties aside
+    assert any("exact integer arithmetic" in p for p in tool.compare(a, stale))
+    stale = dict(copy.deepcopy(arm), int8_auto_choice="model.int8.onnx")  # off x86 "auto" runs the CPU file
+    assert any("ran model.int8.onnx, not model.int8.cpu.onnx" in p for p in tool.compare(a, stale))

@@ -113,6 +113,28 @@ def test_cpu_file_weights_are_8_bit_except_the_first_convs_7(tiny_export):
     assert peaks[0] == 63 and set(peaks[1:]) == {127}, peaks
 
 
+def test_the_u8_weight_twin_is_the_same_arithmetic_on_exact_kernels(tiny_export, pattern_dataset):
+    """Stored as q + 128 with zero point 128, every weight dequantizes to the same number, so the twin
+    computes what the CPU file computes (bit for bit with Q/DQ as written); only the Convs asked for
+    change, and their weights become uint8."""
+    from edge_squeeze import Classifier
+    from edge_squeeze.export.quantize import conv_nodes, logits_of, u8_weight_twin
+
+    model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
+    first = next(n.name for n in model.graph.node if n.op_type == "Conv")
+    images = [str(p) for p in select_calibration_images(pattern_dataset / "val", 8)]
+    batch = Classifier(tiny_export / "model.int8.cpu.onnx").preprocess(images)
+    reference = logits_of(model.SerializeToString(), batch)
+    for convs, changed in ((None, len(conv_nodes(model))), ([first], 1)):
+        twin = u8_weight_twin(model, convs)
+        assert np.array_equal(logits_of(twin.SerializeToString(), batch), reference)
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in twin.graph.initializer}
+        producer = {out: node for node in twin.graph.node for out in node.output}
+        weights = [inits[producer[n.input[1]].input[0]] for n in twin.graph.node if n.op_type == "Conv"]
+        assert sum(w.dtype == np.uint8 for w in weights) == changed
+        assert len(twin.graph.initializer) == len(model.graph.initializer)  # the replaced ones dropped
+
+
 def test_each_int8_file_says_which_engine_it_is_for(tiny_export):
     assert "for TensorRT" in onnx.load(str(tiny_export / "model.int8.onnx")).doc_string
     assert "Not for TensorRT" in onnx.load(str(tiny_export / "model.int8.cpu.onnx")).doc_string

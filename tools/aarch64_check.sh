@@ -54,5 +54,5 @@ mkdir -p benchmarks/results
 cp "$DEPLOY/aarch64.json" benchmarks/results/aarch64.json
 .venv/bin/python tools/deploy_check.py compare "$DEPLOY/main.json" "$DEPLOY/aarch64.json" \
     --markdown benchmarks/results/aarch64.md \
-    --note "tools/aarch64_check.sh at $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d): Debian 11 arm64 under qemu-aarch64 $(qemu-aarch64-static --version | head -1 | awk '{print $3}'), the base install from PyPI's aarch64 wheels; the same model files as the x86_64 run (SqueezeNet 1.1 INT8 export with 64 calibration photos, a 6-bit .esqz), the 500 shared val photos. Timing under emulation means nothing (no speed is reported); 'auto' runs the Q/DQ file on any non-x86 CPU without timing, as on a board." \
+    --note "tools/aarch64_check.sh at $(git rev-parse --short HEAD), $(date -u +%Y-%m-%d): Debian 11 arm64 under qemu-aarch64 $(qemu-aarch64-static --version | head -1 | awk '{print $3}'), the base install from PyPI's aarch64 wheels; the same model files as the x86_64 run (SqueezeNet 1.1 INT8 export with 64 calibration photos, a 6-bit .esqz), the 500 shared val photos. Timing under emulation means nothing (no speed is reported); 'auto' runs the CPU file on any non-x86 CPU without timing, as on a board." \
     || echo "aarch64 results differ from this machine's (see benchmarks/results/aarch64.md)"

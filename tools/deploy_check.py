@@ -39,6 +39,8 @@ EVAL_TOP1_TOLERANCE = 0.002
 # top-1 0.2 and 0.4 point apart); a changed exporter or deploy side moves far more
 INT8_CROSS_CPU_DIFFERENT = 0.02
 INT8_CROSS_CPU_TOP1 = 0.01
+# two logits closer than this are a tie: the float sums after the last integer layer order them
+LOGIT_TIE = 1e-4
 
 
 def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -111,14 +113,38 @@ def _unfused_qdq(path: Path, photo_names: List[str], inputs: Any) -> Dict[str, i
     float rounding), the reference for its fused integer kernels on any CPU."""
     import onnxruntime
 
-    from edge_squeeze.evaluate import infer_batched
-
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return _top1(session, photo_names, inputs)["predictions"]
+
+
+def _exact_cpu_file(path: Path, photo_names: List[str], inputs: Any) -> Dict[str, Any]:
+    """The CPU file's top-1 class per val photo computed in exact integer arithmetic: its u8-weight
+    twin (``edge_squeeze.export.quantize.u8_weight_twin``) on ONNX Runtime's fused kernels, whose u8 x u8
+    products never saturate; and the photos whose two best logits tie there (float rounding in the
+    pooling after the last Conv may order them either way)."""
+    import onnx
+
+    from edge_squeeze.export.quantize import u8_weight_twin
+    from edge_squeeze.runtimes.onnxruntime_backend import OrtOptions, open_session
+
+    twin = u8_weight_twin(onnx.load(str(path))).SerializeToString()
+    return _top1(open_session(path, OrtOptions(), model=twin), photo_names, inputs)
+
+
+def _top1(session: Any, photo_names: List[str], inputs: Any) -> Dict[str, Any]:
+    import numpy as np
+
+    from edge_squeeze.evaluate import infer_batched
+
     name = session.get_inputs()[0].name
     logits = infer_batched(lambda batch: session.run(None, {name: batch})[0], inputs, 32)
-    return {p: int(i) for p, i in zip(photo_names, logits.argmax(axis=1))}
+    best2 = np.sort(logits, axis=1)[:, -2:]
+    return {
+        "predictions": {p: int(i) for p, i in zip(photo_names, logits.argmax(axis=1))},
+        "ties": [p for p, (second, first) in zip(photo_names, best2) if first - second < LOGIT_TIE],
+    }
 
 
 def run(models: Path, shared: Path, work: Path) -> Dict[str, Any]:
@@ -160,6 +186,8 @@ def run(models: Path, shared: Path, work: Path) -> Dict[str, Any]:
         inputs, truth = eval_sets[clf.spec]
         if name == "model.int8.onnx":
             report["qdq_unfused"] = _unfused_qdq(path, [p.name for p in paths], inputs)
+        if name == "model.int8.cpu.onnx":
+            report["cpu_exact"] = _exact_cpu_file(path, [p.name for p in paths], inputs)
         acc = accuracy_from_logits(infer_batched(clf.infer, inputs, 32), truth)
         report["models"][name] = {
             "file_run": Path(clf.info.model_path).name,
@@ -224,8 +252,9 @@ def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
     On the same CPU family every file must name the same class for every photo. Between x86 and ARM
     the integer kernels differ (x86's AVX2 u8 x s8 pair sums may saturate, ARM's sum in 32 bits), so
     there the INT8 files' fused results (and ``eval``/``camera``, which run the CPU file) need only
-    agree within INT8_CROSS_CPU_*; the Q/DQ file's exact arithmetic (graph optimizations off), the
-    fp32 file and the ``.esqz`` must still match photo for photo."""
+    agree within INT8_CROSS_CPU_*; both INT8 files' exact arithmetic (the Q/DQ file with graph
+    optimizations off, the CPU file's integers), the fp32 file and the ``.esqz`` must still match
+    photo for photo, except where the exact logits tie."""
     from edge_squeeze.runtimes.select import int8_pair_sums_saturate
 
     problems = []
@@ -234,12 +263,15 @@ def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
     if "qdq_unfused" in a:
         unfused = [{"predictions": r["qdq_unfused"]} if "qdq_unfused" in r else None for r in (a, b)]
         pairs.append(("model.int8.onnx (optimizations off)", *unfused))
+    if "cpu_exact" in a:
+        pairs.append(("model.int8.cpu.onnx (exact integer arithmetic)", a["cpu_exact"], b.get("cpu_exact")))
     for name, ra, rb in pairs:
         if rb is None:
             problems.append(f"{name}: not run in the second environment")
             continue
         int8_fused = cross_cpu and name in ("model.int8.onnx", "model.int8.cpu.onnx")
-        differ = [p for p, i in ra["predictions"].items() if rb["predictions"].get(p) != i]
+        ties = set(ra.get("ties", [])) | set(rb.get("ties", []))
+        differ = [p for p, i in ra["predictions"].items() if rb["predictions"].get(p) != i and p not in ties]
         if differ and (not int8_fused or len(differ) > INT8_CROSS_CPU_DIFFERENT * len(ra["predictions"])):
             problems.append(
                 f"{name}: top-1 class differs on {len(differ)} photos ({', '.join(differ[:3])} ...)"
@@ -266,6 +298,12 @@ def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
     ):
         problems.append(f"eval --json differs: {a['cli_eval']} against {b['cli_eval']}")
     for report in (a, b):
+        expected = "model.int8.cpu.onnx" if not int8_pair_sums_saturate(report["machine"]) else None
+        if expected and report.get("int8_auto_choice") != expected:
+            problems.append(
+                f'Classifier("model.int8.onnx") on {report["machine"]} ran {report.get("int8_auto_choice")}, '
+                f"not {expected}"
+            )
         if not report.get("info_truthful", False):
             problems.append(
                 f"edge-squeeze info on {report['python']} {report['machine']} misreports: {report.get('info')}"
@@ -304,15 +342,29 @@ def summary(reference: Dict[str, Any], other: Dict[str, Any], note: str) -> str:
             f"{_same_class(ref.get('predictions', {}), reference['models'].get(fp32, {}).get('predictions', {}))} | "
             f"{_same_class(r['predictions'], ref.get('predictions', {}))} |"
         )
-    if "qdq_unfused" in other and "model.int8.onnx" in other["models"]:
+
+    def against(name: str, exact: Dict[str, int], report: Dict[str, Any]) -> str:
+        return f"{_same_class(report['models'].get(name, {}).get('predictions', {}), exact)} on {report['machine']}"
+
+    if "qdq_unfused" in other:
         lines += [
             "",
-            "`model.int8.onnx` through ONNX Runtime's fused integer kernels against the same file with graph "
-            "optimizations off (every DequantizeLinear and float op as written: its exact arithmetic): "
-            f"{_same_class(other['models']['model.int8.onnx']['predictions'], other['qdq_unfused'])} on "
-            f"{other['machine']}, "
-            f"{_same_class(reference['models'].get('model.int8.onnx', {}).get('predictions', {}), reference.get('qdq_unfused', {}))}"
-            f" on {reference['machine']}.",
+            "`model.int8.onnx` as `Classifier` runs it on a CPU (its Q/DQ nodes as written, the float ops "
+            "optimized) against the same file with graph optimizations off (every op as written): "
+            f"{against('model.int8.onnx', other['qdq_unfused'], other)}, "
+            f"{against('model.int8.onnx', reference.get('qdq_unfused', {}), reference)}.",
+        ]
+    if "cpu_exact" in other:
+        ties = sorted(set(other["cpu_exact"]["ties"]) | set(reference.get("cpu_exact", {}).get("ties", [])))
+        lines += [
+            "",
+            "`model.int8.cpu.onnx` on the fused kernels against its exact integer arithmetic (its u8-weight "
+            "twin, whose u8 x u8 products never saturate): "
+            f"{against('model.int8.cpu.onnx', other['cpu_exact']['predictions'], other)}, "
+            f"{against('model.int8.cpu.onnx', reference.get('cpu_exact', {}).get('predictions', {}), reference)}; "
+            "exact arithmetic here against "
+            f"{reference['machine']}'s: {_same_class(other['cpu_exact']['predictions'], reference.get('cpu_exact', {}).get('predictions', {}))}"
+            f" (tied best logits: {', '.join(ties) if ties else 'none'}).",
         ]
     problems = compare(reference, other)
     lines += ["", "Differences: " + ("; ".join(problems) if problems else "none."), ""]
