@@ -99,3 +99,28 @@ def test_between_x86_and_arm_int8_files_agree_within_the_tolerance_and_the_rest_
     assert any("exact integer arithmetic" in p for p in tool.compare(a, stale))
     stale = dict(copy.deepcopy(arm), int8_auto_choice="model.int8.onnx")  # off x86 "auto" runs the CPU file
     assert any("ran model.int8.onnx, not model.int8.cpu.onnx" in p for p in tool.compare(a, stale))
+
+
+def test_a_tie_is_two_best_logits_within_logit_tie_wherever_they_sit_in_the_row():
+    import numpy as np
+
+    tool = _tool()
+    logits = np.array(
+        [
+            [5.0, 1.0, 5.0 - tool.LOGIT_TIE / 2, 0.0],  # tied, the best two apart
+            [0.0, 9.0, 2.0, 8.0],  # clear
+            [3.0, 3.0, 3.0, 3.0],  # all tied
+        ],
+        dtype=np.float32,
+    )
+
+    class Session:
+        def get_inputs(self):
+            return [type("Input", (), {"name": "x"})()]
+
+        def run(self, _outputs, feed):
+            return [logits[: len(feed["x"])]]
+
+    result = tool._top1(Session(), ["a", "b", "c"], np.zeros((3, 1), np.float32))
+    assert result["predictions"] == {"a": 0, "b": 1, "c": 0}
+    assert result["ties"] == ["a", "c"]
