@@ -28,6 +28,7 @@ from edge_squeeze.bench import load_frames, paired_batch1, ratio_summary
 from edge_squeeze.classifier import Classifier
 from edge_squeeze.evaluate import ground_truth, infer_batched, load_eval_set
 from edge_squeeze.export.quantize import conv_nodes, u8_weight_twin
+from edge_squeeze.fileio import write_text_atomic
 from edge_squeeze.runtimes.onnxruntime_backend import OrtOptions, open_session
 
 HERE = Path(__file__).resolve().parent
@@ -173,10 +174,9 @@ def main() -> None:
     import onnxruntime
 
     result.update(machine=machine, onnxruntime=onnxruntime.__version__)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8_exactness.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text_atomic(args.out / "int8_exactness.json", json.dumps(result, indent=1) + "\n")
     text = markdown(result, f"{machine}, ONNX Runtime {onnxruntime.__version__}", args.note)
-    (args.out / "int8_exactness.md").write_text(text)
+    write_text_atomic(args.out / "int8_exactness.md", text)
     print(text)
 
 

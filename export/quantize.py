@@ -225,7 +225,7 @@ def u8_weight_twin(model: Any, convs: Optional[Iterable[str]] = None) -> Any:
     weights as uint8 ``q + 128`` with zero point 128: the same numbers, so the same arithmetic, but
     ONNX Runtime then runs those Convs on its u8 x u8 kernels, which on x86 widen both operands to
     16 bits and never saturate. Run with fused kernels, the twin of the CPU file is that file's exact
-    integer arithmetic (a reference, about 20 % slower on AVX2: docs/int8.md, section 6)."""
+    integer arithmetic (a reference, slower than the file on AVX2: docs/int8.md, section 6)."""
     from onnx import ModelProto, numpy_helper
 
     twin = ModelProto()
