@@ -75,12 +75,15 @@ def test_between_x86_and_arm_int8_files_agree_within_the_tolerance_and_the_rest_
         "predictions": dict.fromkeys(names, 1),
         "photos": {"samoyed.jpg": "Samoyed"},
     }
-    a["qdq_unfused"] = dict.fromkeys(names, 2)
-    a["cpu_exact"] = {"predictions": dict.fromkeys(names, 1), "ties": ["p9.JPEG"]}
+    a["exact"] = {
+        "model.int8.onnx": {"predictions": dict.fromkeys(names, 2), "ties": []},
+        "model.int8.cpu.onnx": {"predictions": dict.fromkeys(names, 1), "ties": ["p9.JPEG"]},
+    }
     arm = copy.deepcopy(a)
     arm["machine"] = "aarch64"
     arm["int8_auto_choice"] = "model.int8.cpu.onnx"
-    arm["cpu_exact"]["predictions"]["p9.JPEG"] = 3  # a tie: either class is the exact answer
+    # a tie: either class is the exact answer
+    arm["exact"]["model.int8.cpu.onnx"]["predictions"]["p9.JPEG"] = 3
     arm["models"]["model.int8.cpu.onnx"]["predictions"]["p0.JPEG"] = 5
     arm["models"]["model.int8.cpu.onnx"]["top1"] = 0.645
     arm["camera"]["labels"][0] = "kit fox"
@@ -92,11 +95,15 @@ def test_between_x86_and_arm_int8_files_agree_within_the_tolerance_and_the_rest_
     stale["models"]["model.int8.cpu.onnx"]["predictions"].update(dict.fromkeys(names[:5], 7))
     assert any("differs on 5 photos" in p for p in tool.compare(a, stale))
     stale = copy.deepcopy(arm)
-    stale["qdq_unfused"]["p1.JPEG"] = 9  # the Q/DQ file's exact arithmetic matches photo for photo
-    assert any("optimizations off" in p for p in tool.compare(a, stale))
-    stale = copy.deepcopy(arm)
-    stale["cpu_exact"]["predictions"]["p1.JPEG"] = 9  # so do the CPU file's exact integers, ties aside
-    assert any("exact integer arithmetic" in p for p in tool.compare(a, stale))
+    stale["exact"]["model.int8.onnx"]["predictions"]["p1.JPEG"] = 9  # each file's exact arithmetic
+    assert any("model.int8.onnx (exact arithmetic)" in p for p in tool.compare(a, stale))  # matches
+    stale = copy.deepcopy(arm)  # photo for photo, ties aside
+    stale["exact"]["model.int8.cpu.onnx"]["predictions"]["p1.JPEG"] = 9
+    assert any("model.int8.cpu.onnx (exact arithmetic)" in p for p in tool.compare(a, stale))
+    old_format = {k: v for k, v in arm.items() if k != "exact"}  # a results file from an older tool
+    assert "model.int8.onnx (exact arithmetic): not run in the second environment" in tool.compare(
+        a, old_format
+    )
     stale = dict(copy.deepcopy(arm), int8_auto_choice="model.int8.onnx")  # off x86 "auto" runs the CPU file
     assert any("ran model.int8.onnx, not model.int8.cpu.onnx" in p for p in tool.compare(a, stale))
 

@@ -14,8 +14,9 @@ for every model file it records the top-1 class of every val photo and top-1/top
 ``eval --json``, ``camera --headless --jsonl`` on a short video made from the photos, the one
 error line of some bad inputs, and each model file's SHA-256. ``compare`` fails on any different
 top-1 class, eval top-1 more than 0.2 point apart, or a different camera, predict or error result;
-across x86 and ARM it compares the Q/DQ file through its exact arithmetic (graph optimizations
-off), since x86's AVX2 kernels may saturate on it and ARM's do not. Run against a committed results
+across x86 and ARM the INT8 files' fused kernels need only agree within a tolerance (x86's AVX2
+kernels may saturate, ARM's do not), and each INT8 file's exact arithmetic (``EXACT_ARITHMETIC``)
+must match photo for photo. Run against a committed results
 file (``benchmarks/results/aarch64.json``), it fails when this checkout's exporter or deploy side
 changed what the files answer: the committed results are then stale.
 """
@@ -107,30 +108,36 @@ def _one_line(result: subprocess.CompletedProcess) -> Dict[str, Any]:
     return {"exit": result.returncode, "lines": len(lines), "message": lines[-1] if lines else ""}
 
 
-def _unfused_qdq(path: Path, photo_names: List[str], inputs: Any) -> Dict[str, int]:
-    """The Q/DQ file's top-1 class per val photo with ONNX Runtime's graph optimizations off: every
-    DequantizeLinear and float op runs as written, so this is the file's exact arithmetic (up to
-    float rounding), the reference for its fused integer kernels on any CPU."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return _top1(session, photo_names, inputs)["predictions"]
+# how each INT8 file's exact arithmetic is computed (``run`` records the top-1 class it gives per
+# val photo under report["exact"][file name]): the reference its fused kernels are held to on any CPU
+EXACT_ARITHMETIC = {
+    "model.int8.onnx": "graph optimizations off: every DequantizeLinear and float op as written",
+    "model.int8.cpu.onnx": "its u8-weight twin, whose u8 x u8 products never saturate",
+}
 
 
-def _exact_cpu_file(path: Path, photo_names: List[str], inputs: Any) -> Dict[str, Any]:
-    """The CPU file's top-1 class per val photo computed in exact integer arithmetic: its u8-weight
-    twin (``edge_squeeze.export.quantize.u8_weight_twin``) on ONNX Runtime's fused kernels, whose u8 x u8
-    products never saturate; and the photos whose two best logits tie there (float rounding in the
-    pooling after the last Conv may order them either way)."""
+def _exact_arithmetic(path: Path, photo_names: List[str], inputs: Any) -> Dict[str, Any]:
+    """The INT8 file's top-1 class per val photo in its exact arithmetic (``EXACT_ARITHMETIC``) and
+    the photos whose two best logits tie there (float rounding after the last integer layer may
+    order them either way).
+
+    The Q/DQ file runs with ONNX Runtime's graph optimizations off (its arithmetic as written, up
+    to float rounding); the CPU file runs as its u8-weight twin
+    (``edge_squeeze.export.quantize.u8_weight_twin``) on the fused kernels."""
     import onnx
+    import onnxruntime
 
     from edge_squeeze.export.quantize import u8_weight_twin
     from edge_squeeze.runtimes.onnxruntime_backend import OrtOptions, open_session
 
-    twin = u8_weight_twin(onnx.load(str(path))).SerializeToString()
-    return _top1(open_session(path, OrtOptions(), model=twin), photo_names, inputs)
+    if path.name == "model.int8.onnx":
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    else:
+        twin = u8_weight_twin(onnx.load(str(path))).SerializeToString()
+        session = open_session(path, OrtOptions(), model=twin)
+    return dict(how=EXACT_ARITHMETIC[path.name], **_top1(session, photo_names, inputs))
 
 
 def _top1(session: Any, photo_names: List[str], inputs: Any) -> Dict[str, Any]:
@@ -168,6 +175,7 @@ def run(models: Path, shared: Path, work: Path) -> Dict[str, Any]:
             "onnxruntime": onnxruntime.__version__,
         },
         "models": {},
+        "exact": {},
     }
     import onnx
 
@@ -184,10 +192,8 @@ def run(models: Path, shared: Path, work: Path) -> Dict[str, Any]:
         if clf.spec not in eval_sets:
             eval_sets[clf.spec] = load_eval_set(paths, truth, clf.spec)
         inputs, truth = eval_sets[clf.spec]
-        if name == "model.int8.onnx":
-            report["qdq_unfused"] = _unfused_qdq(path, [p.name for p in paths], inputs)
-        if name == "model.int8.cpu.onnx":
-            report["cpu_exact"] = _exact_cpu_file(path, [p.name for p in paths], inputs)
+        if name in EXACT_ARITHMETIC:
+            report["exact"][name] = _exact_arithmetic(path, [p.name for p in paths], inputs)
         acc = accuracy_from_logits(infer_batched(clf.infer, inputs, 32), truth)
         report["models"][name] = {
             "file_run": Path(clf.info.model_path).name,
@@ -260,11 +266,10 @@ def compare(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
     problems = []
     cross_cpu = int8_pair_sums_saturate(a["machine"]) != int8_pair_sums_saturate(b["machine"])
     pairs = [(name, ra, b["models"].get(name)) for name, ra in a["models"].items()]
-    if "qdq_unfused" in a:
-        unfused = [{"predictions": r["qdq_unfused"]} if "qdq_unfused" in r else None for r in (a, b)]
-        pairs.append(("model.int8.onnx (optimizations off)", *unfused))
-    if "cpu_exact" in a:
-        pairs.append(("model.int8.cpu.onnx (exact integer arithmetic)", a["cpu_exact"], b.get("cpu_exact")))
+    pairs += [
+        (f"{name} (exact arithmetic)", ra, b.get("exact", {}).get(name))
+        for name, ra in a.get("exact", {}).items()
+    ]
     for name, ra, rb in pairs:
         if rb is None:
             problems.append(f"{name}: not run in the second environment")
@@ -346,25 +351,17 @@ def summary(reference: Dict[str, Any], other: Dict[str, Any], note: str) -> str:
     def against(name: str, exact: Dict[str, int], report: Dict[str, Any]) -> str:
         return f"{_same_class(report['models'].get(name, {}).get('predictions', {}), exact)} on {report['machine']}"
 
-    if "qdq_unfused" in other:
+    for name, exact in other.get("exact", {}).items():
+        reference_exact = reference.get("exact", {}).get(name, {})
+        ties = sorted(set(exact["ties"]) | set(reference_exact.get("ties", [])))
         lines += [
             "",
-            "`model.int8.onnx` as `Classifier` runs it on a CPU (its Q/DQ nodes as written, the float ops "
-            "optimized) against the same file with graph optimizations off (every op as written): "
-            f"{against('model.int8.onnx', other['qdq_unfused'], other)}, "
-            f"{against('model.int8.onnx', reference.get('qdq_unfused', {}), reference)}.",
-        ]
-    if "cpu_exact" in other:
-        ties = sorted(set(other["cpu_exact"]["ties"]) | set(reference.get("cpu_exact", {}).get("ties", [])))
-        lines += [
-            "",
-            "`model.int8.cpu.onnx` on the fused kernels against its exact integer arithmetic (its u8-weight "
-            "twin, whose u8 x u8 products never saturate): "
-            f"{against('model.int8.cpu.onnx', other['cpu_exact']['predictions'], other)}, "
-            f"{against('model.int8.cpu.onnx', reference.get('cpu_exact', {}).get('predictions', {}), reference)}; "
-            "exact arithmetic here against "
-            f"{reference['machine']}'s: {_same_class(other['cpu_exact']['predictions'], reference.get('cpu_exact', {}).get('predictions', {}))}"
-            f" (tied best logits: {', '.join(ties) if ties else 'none'}).",
+            f"`{name}` as `Classifier` runs it on the CPU's fused kernels against its exact arithmetic "
+            f"({exact['how']}): {against(name, exact['predictions'], other)}, "
+            f"{against(name, reference_exact.get('predictions', {}), reference)}; exact arithmetic here "
+            f"against {reference['machine']}'s: "
+            f"{_same_class(exact['predictions'], reference_exact.get('predictions', {}))} "
+            f"(tied best logits: {', '.join(ties) if ties else 'none'}).",
         ]
     problems = compare(reference, other)
     lines += ["", "Differences: " + ("; ".join(problems) if problems else "none."), ""]
@@ -393,6 +390,8 @@ def main() -> int:
     p.add_argument("--markdown", type=Path, help="also write a summary table here")
     p.add_argument("--note", default="", help="a paragraph for the summary (how it was run)")
     args = parser.parse_args()
+    from edge_squeeze.fileio import write_text_atomic
+
     for name in ("models", "shared", "out", "markdown"):
         if getattr(args, name, None) is not None:
             setattr(args, name, getattr(args, name).resolve())
@@ -402,7 +401,7 @@ def main() -> int:
     if args.command == "run":
         report = run(args.models, args.shared, args.out.with_suffix(".work"))
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+        write_text_atomic(args.out, json.dumps(report, indent=1))
         print(
             f"{report['python']} {report['machine']} {report['versions']}: "
             + ", ".join(f"{n} {100 * r['top1']:.1f}%" for n, r in report["models"].items())
@@ -412,7 +411,7 @@ def main() -> int:
     first, second = (json.loads(p.read_text()) for p in (args.first, args.second))
     problems = compare(first, second)
     if args.markdown:
-        args.markdown.write_text(summary(first, second, args.note))
+        write_text_atomic(args.markdown, summary(first, second, args.note))
     for line in problems:
         print(f"deploy_check: {line}")
     if not problems:
