@@ -16,9 +16,9 @@ error line of some bad inputs, and each model file's SHA-256. ``compare`` fails 
 top-1 class, eval top-1 more than 0.2 point apart, or a different camera, predict or error result;
 across x86 and ARM the INT8 files' fused kernels need only agree within a tolerance (x86's AVX2
 kernels may saturate, ARM's do not), and each INT8 file's exact arithmetic (``EXACT_ARITHMETIC``)
-must match photo for photo. Run against a committed results
-file (``benchmarks/results/aarch64.json``), it fails when this checkout's exporter or deploy side
-changed what the files answer: the committed results are then stale.
+must match photo for photo. Run against a committed results file
+(``benchmarks/results/aarch64.json``), it fails when this checkout's exporter or deploy side changed
+what the files answer: the committed results are then stale.
 """
 
 from __future__ import annotations
