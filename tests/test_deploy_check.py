@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "deploy_check.py"
@@ -131,3 +133,16 @@ def test_a_tie_is_two_best_logits_within_logit_tie_wherever_they_sit_in_the_row(
     result = tool._top1(Session(), ["a", "b", "c"], np.zeros((3, 1), np.float32))
     assert result["predictions"] == {"a": 0, "b": 1, "c": 0}
     assert result["ties"] == ["a", "c"]
+
+
+def test_a_missing_or_corrupt_results_file_is_one_line_naming_it(tmp_path):
+    corrupt = tmp_path / "main.json"
+    corrupt.write_text("{")
+    missing = tmp_path / "none.json"
+    for first, named in ((corrupt, "main.json is not a results file"), (missing, "none.json")):
+        result = subprocess.run(
+            [sys.executable, str(TOOL), "compare", str(first), str(first)], capture_output=True, text=True
+        )
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("deploy_check: ") and named in result.stderr

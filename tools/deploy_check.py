@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -373,6 +374,15 @@ def _same_class(predictions: Dict[str, int], reference: Dict[str, int]) -> str:
     return f"{100 * sum(same) / len(same):.1f} % of {len(same)}" if same else "n/a"
 
 
+def _read_results(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        sys.exit(
+            f"deploy_check: {path} is not a results file ({exc}): write it again with `deploy_check run`"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -399,8 +409,12 @@ def main() -> int:
         export(args.models, args.shared, args.calib_count)
         return 0
     if args.command == "run":
-        report = run(args.models, args.shared, args.out.with_suffix(".work"))
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.out.parent, os.W_OK):  # before minutes of work, not after
+            sys.exit(
+                f"deploy_check: cannot write {args.out}: its folder is not writable (choose another --out)"
+            )
+        report = run(args.models, args.shared, args.out.with_suffix(".work"))
         write_text_atomic(args.out, json.dumps(report, indent=1))
         print(
             f"{report['python']} {report['machine']} {report['versions']}: "
@@ -408,7 +422,7 @@ def main() -> int:
             + f"; auto INT8 file: {report['int8_auto_choice']}"
         )
         return 0
-    first, second = (json.loads(p.read_text()) for p in (args.first, args.second))
+    first, second = (_read_results(p) for p in (args.first, args.second))
     problems = compare(first, second)
     if args.markdown:
         write_text_atomic(args.markdown, summary(first, second, args.note))
@@ -422,4 +436,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except OSError as exc:  # a missing, unreadable or unwritable file: one line
+        sys.exit(f"deploy_check: {exc}")
