@@ -622,9 +622,8 @@ def workdir(tmp_path):
     shutil.rmtree(world, ignore_errors=True)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
-def test_hostile_input(row: Row, paths, workdir, capsys, monkeypatch):
-    monkeypatch.delenv("EDGE_SQUEEZE_DEBUG", raising=False)
+def _prepare(row: Row, paths: Dict[str, Path], workdir) -> Tuple[list, Dict[str, str], Path]:
+    """The row's input made; returns its command line, the path names and the folder it writes in."""
     tmp_path, world = workdir
     p = {**paths, "tmp": tmp_path}
     if row.as_nobody and os.geteuid() == 0:
@@ -634,7 +633,13 @@ def test_hostile_input(row: Row, paths, workdir, capsys, monkeypatch):
     if row.setup:
         row.setup(p)
     names = {k: str(v) for k, v in p.items()}
-    args = row.args.format(**names).split()
+    return row.args.format(**names).split(), names, tmp_path
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_hostile_input(row: Row, paths, workdir, capsys, monkeypatch):
+    monkeypatch.delenv("EDGE_SQUEEZE_DEBUG", raising=False)
+    args, names, tmp_path = _prepare(row, paths, workdir)
     code, err = _run(row, args, capsys)
     assert "Traceback" not in err, err
     error_lines = [line for line in err.splitlines() if "error:" in line]
@@ -656,6 +661,23 @@ def test_hostile_input(row: Row, paths, workdir, capsys, monkeypatch):
 
 def test_there_are_at_least_sixty_rows():
     assert len(ROWS) >= 60 and len({r.id for r in ROWS}) == len(ROWS)
+
+
+ERROR_ROWS = [r for r in ROWS if r.code == 1]
+
+
+@pytest.mark.parametrize("row", ERROR_ROWS, ids=[r.id for r in ERROR_ROWS])
+def test_debug_shows_the_traceback_of_every_error_row(row: Row, paths, workdir, capsys, monkeypatch):
+    """``EDGE_SQUEEZE_DEBUG=1`` turns each row's one line back into the exception and its stack."""
+    monkeypatch.setenv("EDGE_SQUEEZE_DEBUG", "1")
+    from edge_squeeze.errors import EdgeSqueezeError
+
+    args, _, _ = _prepare(row, paths, workdir)
+    try:
+        code, err = _run(row, args, capsys)
+    except (EdgeSqueezeError, OSError, MemoryError):
+        return  # raised out of main(): Python prints the traceback
+    assert code != 0 and "Traceback" in err, f"exit {code} without a traceback: {err}"
 
 
 def test_debug_shows_the_traceback(paths, monkeypatch, capsys):
