@@ -902,6 +902,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What the CLI reports as one line (``error_line``) instead of a traceback, unless EDGE_SQUEEZE_DEBUG is set.
+USER_ERRORS = (EdgeSqueezeError, OSError, MemoryError)
+
+
 def error_line(exc: BaseException) -> str:
     """The one line a user error prints. Operating-system errors name the file and what went wrong
     (the modules turn the ones they expect into clearer lines; this catches the rest)."""
@@ -923,7 +927,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (EdgeSqueezeError, OSError, MemoryError) as exc:
+    except USER_ERRORS as exc:
         if os.environ.get("EDGE_SQUEEZE_DEBUG"):
             raise
         print(f"edge-squeeze: error: {error_line(exc)}", file=sys.stderr)

@@ -135,13 +135,21 @@ def test_a_tie_is_two_best_logits_within_logit_tie_wherever_they_sit_in_the_row(
     assert result["ties"] == ["a", "c"]
 
 
-def test_a_missing_or_corrupt_results_file_is_one_line_naming_it(tmp_path):
+def test_a_missing_corrupt_or_unwritable_file_is_one_line_naming_it(tmp_path):
     corrupt = tmp_path / "main.json"
     corrupt.write_text("{")
     missing = tmp_path / "none.json"
-    for first, named in ((corrupt, "main.json is not a results file"), (missing, "none.json")):
+    good = TOOL.parents[1] / "benchmarks" / "results" / "aarch64.json"  # a real results file
+    folder_is_a_file = tmp_path / "a-file"
+    folder_is_a_file.write_text("")
+    cases = [
+        ([corrupt, corrupt], "main.json is not a results file"),
+        ([missing, missing], "none.json"),
+        ([good, good, "--markdown", folder_is_a_file / "summary.md"], "cannot write"),
+    ]
+    for args, named in cases:
         result = subprocess.run(
-            [sys.executable, str(TOOL), "compare", str(first), str(first)], capture_output=True, text=True
+            [sys.executable, str(TOOL), "compare", *map(str, args)], capture_output=True, text=True
         )
         assert result.returncode == 1
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

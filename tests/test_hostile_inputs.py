@@ -670,12 +670,12 @@ ERROR_ROWS = [r for r in ROWS if r.code == 1]
 def test_debug_shows_the_traceback_of_every_error_row(row: Row, paths, workdir, capsys, monkeypatch):
     """``EDGE_SQUEEZE_DEBUG=1`` turns each row's one line back into the exception and its stack."""
     monkeypatch.setenv("EDGE_SQUEEZE_DEBUG", "1")
-    from edge_squeeze.errors import EdgeSqueezeError
+    from edge_squeeze.cli import USER_ERRORS
 
     args, _, _ = _prepare(row, paths, workdir)
     try:
         code, err = _run(row, args, capsys)
-    except (EdgeSqueezeError, OSError, MemoryError):
+    except USER_ERRORS:
         return  # raised out of main(): Python prints the traceback
     assert code != 0 and "Traceback" in err, f"exit {code} without a traceback: {err}"
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -409,12 +408,9 @@ def main() -> int:
         export(args.models, args.shared, args.calib_count)
         return 0
     if args.command == "run":
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(args.out.parent, os.W_OK):  # before minutes of work, not after
-            sys.exit(
-                f"deploy_check: cannot write {args.out}: its folder is not writable (choose another --out)"
-            )
+        # run() makes its work folder beside --out first, so an unwritable folder fails before the work
         report = run(args.models, args.shared, args.out.with_suffix(".work"))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.out, json.dumps(report, indent=1))
         print(
             f"{report['python']} {report['machine']} {report['versions']}: "
@@ -436,7 +432,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from edge_squeeze.cli import USER_ERRORS, error_line
+
     try:
         sys.exit(main())
-    except OSError as exc:  # a missing, unreadable or unwritable file: one line
-        sys.exit(f"deploy_check: {exc}")
+    except USER_ERRORS as exc:  # a missing, unreadable or unwritable file: one line, as the CLI prints it
+        sys.exit(f"deploy_check: {error_line(exc)}")
