@@ -103,11 +103,11 @@ def main() -> None:
                 cost = model_cost(
                     SqueezeNet(config_for(args.arch, num_classes=len(labels), bypass=bypass)), args.image_size
                 )
-                history = result["history"]
+                history = result.history
                 rows.append(
                     {
                         "bypass": bypass,
-                        "best_val_acc": result["best_val_acc"],
+                        "best_val_acc": result.best_val_acc,
                         "final_val_acc": history[-1]["val_acc"],
                         "final_train_loss": history[-1]["train_loss"],
                         "params": cost.params,
@@ -135,7 +135,7 @@ def main() -> None:
         "amp": args.amp,
         "seed": args.seed,
         "processes": world.size,
-        "device": result["device"],
+        "device": result.device,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def main() -> None:
     lines = [
         f"{args.arch}, {setting['data']} ({len(train_items)} training images), {args.image_size}x"
         f"{args.image_size}, recipe {recipe.name} ({recipe.optimizer}), {epochs} epochs, global batch "
-        f"{global_batch}, lr {lr:g}, seed {args.seed}, {world.size} process(es) on {result['device']}"
+        f"{global_batch}, lr {lr:g}, seed {args.seed}, {world.size} process(es) on {result.device}"
         + (f", {args.amp}" if args.amp else ""),
         "",
         "| bypass | best val acc | final val acc | params | MACs | train s | images/s |",

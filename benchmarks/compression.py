@@ -22,8 +22,8 @@ from edge_squeeze.compress import CompressOptions, measure_layer_costs, read_esq
 from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, load_eval_set
 from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
 from edge_squeeze.labels import load_labels
-from edge_squeeze.models import SqueezeNet, SqueezeNetConfig
-from edge_squeeze.weights import load_model, read_weights
+from edge_squeeze.models import SqueezeNet, SqueezeNetConfig, load_model
+from edge_squeeze.weights import read_weights
 
 HERE = Path(__file__).resolve().parent
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_squeeze.evaluate import ground_truth, load_eval_set
+from edge_squeeze.export import fidelity as fq
 from edge_squeeze.export import quantize as q
 from edge_squeeze.export import ranges as r
 from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
 from edge_squeeze.export.onnx_export import torch_to_onnx
 from edge_squeeze.labels import load_labels
-from edge_squeeze.weights import load_model
+from edge_squeeze.models import load_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,7 +44,7 @@ def main() -> None:
     val, truth = load_eval_set(paths, truth, bundle.preprocess)
     with tempfile.TemporaryDirectory() as tmp:
         stats = r.cached_stats(fp32, calib, Path(tmp) / "stats.npz", "ablation")[0]
-    reference = q.logits_of(fp32.SerializeToString(), val)
+    reference = fq.logits_of(fp32.SerializeToString(), val)
     fp32_top1 = float(np.mean(reference.argmax(1) == truth))
     head = tuple(n.name for n in fp32.graph.node if n.op_type == "GlobalAveragePool")
     rows = [{"step": "fp32 ONNX", "flavour": "-", "method": "-", "top1": fp32_top1, "agreement": 1.0}]
@@ -63,8 +64,8 @@ def main() -> None:
         if concat:
             ranges = r.unify_concat_ranges(fp32, ranges)
         model = q.quantize_model(fp32, ranges, q.QuantConfig(flavour, method, float_nodes), calib.data)
-        logits = q.logits_of(model.SerializeToString(), val, exact=exact)
-        fid = q.fidelity(reference, logits)
+        logits = fq.logits_of(model.SerializeToString(), val, exact=exact)
+        fid = fq.fidelity(reference, logits)
         row = {
             "step": step,
             "flavour": flavour,

@@ -22,6 +22,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import EdgeSqueezeError
+from .options import BatchSizes, FloatRange, IntRange, flag, internal, validate
+from .results import Result
+from .runtimes.onnxruntime_backend import OrtOptions
+from .runtimes.tensorrt_options import TensorRTOptions
 
 log = logging.getLogger("edge_squeeze")
 
@@ -78,16 +82,42 @@ def machine_info() -> Dict[str, Any]:
 
 @dataclasses.dataclass
 class BenchOptions:
-    backend: str = "auto"
-    batches: Sequence[int] = (1,)
-    threads: int = 0
-    warmup_s: float = 1.0
-    duration_s: float = 3.0
-    iterations: Optional[int] = None  # overrides duration_s
-    min_iterations: int = 30
-    data: Optional[Path] = None  # labelled images: top-1 per row, and real inputs
-    tensorrt: Optional[Any] = None  # runtimes.tensorrt_backend.TensorRTOptions
-    int8_file: str = "auto"  # ONNX Runtime on a CPU: which INT8 file of an export runs
+    """What ``edge-squeeze bench`` measures; each field declares its flag (the runtime flags fill
+    ``backend`` and the backends' options)."""
+
+    batches: Sequence[int] = flag(
+        "--batch", (1,), type=BatchSizes(1024), help="batch sizes, comma-separated (default 1)"
+    )
+    warmup_s: float = flag("--warmup", 1.0, type=FloatRange(0, 3600), help="seconds of warm-up, not measured")
+    duration_s: float = flag(
+        "--duration", 3.0, type=FloatRange(0, 3600, low_open=True), help="seconds measured per configuration"
+    )
+    iterations: Optional[int] = flag(
+        "--iterations", None, type=IntRange(1), help="measure exactly N iterations instead of --duration"
+    )
+    data: Optional[Path] = flag(
+        "--data", None, type=Path, help="labelled images: real inputs and a top-1 column"
+    )
+    min_iterations: int = internal(30, why="a floor on samples per configuration for stable percentiles")
+    backend: str = internal("auto", why="the runtime flags' --backend")
+    onnxruntime: OrtOptions = internal(
+        default_factory=OrtOptions, why="the runtime flags (--threads, --int8-file)"
+    )
+    tensorrt: TensorRTOptions = internal(
+        default_factory=TensorRTOptions, why="the runtime flags (--precision, ...)"
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchReport(Result):
+    """One row per model and batch size (``p50_ms``, ``throughput``, ``stages``, ``file``: the file
+    that ran), and the machine they ran on."""
+
+    rows: List[Dict[str, Any]]
+    machine: Dict[str, Any]
 
 
 def load_frames(data: Optional[Path], count: int = 64) -> List[np.ndarray]:
@@ -160,11 +190,7 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
     from .classifier import Classifier
 
     clf = Classifier(
-        path,
-        backend=options.backend,
-        threads=options.threads,
-        int8_file=options.int8_file,
-        tensorrt=options.tensorrt,
+        path, backend=options.backend, onnxruntime=options.onnxruntime, tensorrt=options.tensorrt
     )
     info = clf.info
     accuracy = None
@@ -212,7 +238,7 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
                 "throughput": batch * 1000.0 / e2e["mean"],
                 "top1": accuracy,
                 "stages": stages,
-                "threads": options.threads,
+                "threads": options.onnxruntime.threads,
             }
         )
         log.info(
@@ -220,6 +246,15 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
         )
     clf.close()
     return rows
+
+
+def bench_models(paths: Sequence[Path], options: BenchOptions) -> BenchReport:
+    """Every model at every batch size in ``options``, on frames from ``options.data`` (or generated)."""
+    frames = load_frames(options.data)
+    rows: List[Dict[str, Any]] = []
+    for path in paths:
+        rows.extend(bench_model(Path(path), options, frames))
+    return BenchReport(rows, machine_info())
 
 
 def paired_batch1(

@@ -27,7 +27,7 @@ from .runtimes import select
 from .runtimes.base import Backend, BackendInfo
 from .runtimes.onnxruntime_backend import OrtOptions
 from .runtimes.select import BackendOptions
-from .runtimes.tensorrt_backend import TensorRTOptions
+from .runtimes.tensorrt_options import BuildOptions, TensorRTOptions
 from .runtimes.torch_backend import TorchOptions
 
 log = logging.getLogger("edge_squeeze")
@@ -55,7 +55,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def build_engine_from_onnx(path: Path, options: TensorRTOptions) -> Path:
+def build_engine_from_onnx(path: Path, options: BuildOptions) -> Path:
     """The TensorRT backend's engine builder: an engine for an ONNX model, built once on this device
     and cached beside it (imports the builder only when TensorRT is asked to run an ONNX file)."""
     from .export.tensorrt_build import cached_engine
@@ -70,13 +70,48 @@ def load_backend(
     return select.load_backend(path, backend, options, build_engine_from_onnx)
 
 
+def backend_options(
+    precision: Optional[str] = None,
+    threads: Optional[int] = None,
+    cuda_graph: Optional[bool] = None,
+    int8_file: Optional[str] = None,
+    tensorrt: Optional[TensorRTOptions] = None,
+    onnxruntime: Optional[OrtOptions] = None,
+    pytorch: Optional[TorchOptions] = None,
+) -> BackendOptions:
+    """Each backend's options from :class:`Classifier`'s shortcut arguments or its options objects;
+    a setting given both ways is refused (one line naming it), never silently dropped."""
+    shortcuts = (
+        ("precision", precision, "tensorrt", tensorrt),
+        ("cuda_graph", cuda_graph, "tensorrt", tensorrt),
+        ("threads", threads, "onnxruntime", onnxruntime),
+        ("threads", threads, "pytorch", pytorch),
+        ("int8_file", int8_file, "onnxruntime", onnxruntime),
+    )
+    for name, value, owner, given in shortcuts:
+        if value is not None and given is not None:
+            raise EdgeSqueezeError(
+                f"Classifier: {name}= and {owner}= both given; set {name} in one place "
+                f"(the {owner} options object holds it)"
+            )
+    trt_options = tensorrt or TensorRTOptions(cuda_graph=bool(cuda_graph))
+    if precision is not None:
+        trt_options = dataclasses.replace(
+            trt_options, build=dataclasses.replace(trt_options.build, precision=precision)
+        )
+    ort_options = onnxruntime or OrtOptions(threads=threads or 0, int8_file=int8_file or "auto")
+    torch_options = pytorch or TorchOptions(threads=ort_options.threads if threads is None else threads)
+    return BackendOptions(trt_options, ort_options, torch_options)
+
+
 class Classifier:
     """Classify images with a model file alone: its labels and preprocessing travel inside it.
 
     ``backend``: ``"auto"`` (TensorRT engine > TensorRT from ONNX > ONNX Runtime CUDA > CPU),
     ``"tensorrt"``, ``"onnxruntime"``, ``"onnxruntime-cuda"`` or ``"pytorch"``. Each backend takes
-    its own options object (``tensorrt=TensorRTOptions(...)``, ``onnxruntime=OrtOptions(...)``); the
-    common ones have shortcuts: ``precision`` and ``cuda_graph`` for TensorRT (the precision an
+    its own options object (``tensorrt=TensorRTOptions(cuda_graph=True, build=BuildOptions(...))``,
+    ``onnxruntime=OrtOptions(...)``, ``pytorch=TorchOptions(...)``); the common settings have
+    shortcuts (a setting given both ways is refused): ``precision`` and ``cuda_graph`` for TensorRT (the precision an
     engine is built in from an ONNX model; batch-1 launches replayed from a CUDA graph),
     ``int8_file`` for ONNX Runtime (which INT8 file of an export runs on a CPU: ``"auto"``, the
     faster here on x86, the CPU file on ARM; ``"qdq"``; ``"cpu"``), ``threads`` for the CPU
@@ -88,21 +123,16 @@ class Classifier:
         path: Union[str, os.PathLike[str]],
         backend: str = "auto",
         precision: Optional[str] = None,
-        threads: int = 0,
+        threads: Optional[int] = None,
         topk: int = 5,
-        cuda_graph: bool = False,
-        int8_file: str = "auto",
+        cuda_graph: Optional[bool] = None,
+        int8_file: Optional[str] = None,
         tensorrt: Optional[TensorRTOptions] = None,
         onnxruntime: Optional[OrtOptions] = None,
+        pytorch: Optional[TorchOptions] = None,
     ) -> None:
         self.path = Path(path)
-        trt_options = tensorrt or TensorRTOptions()
-        if precision is not None:
-            trt_options = dataclasses.replace(trt_options, precision=precision)
-        if cuda_graph:
-            trt_options = dataclasses.replace(trt_options, cuda_graph=True)
-        ort_options = onnxruntime or OrtOptions(threads=threads, int8_file=int8_file)
-        options = BackendOptions(trt_options, ort_options, TorchOptions(threads=threads))
+        options = backend_options(precision, threads, cuda_graph, int8_file, tensorrt, onnxruntime, pytorch)
         self.backend = load_backend(self.path, backend, options)
         self.metadata: ArtifactMetadata = self.backend.metadata
         self.labels = self.metadata.labels

@@ -10,13 +10,14 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import EdgeSqueezeError
 from .labels import Labels
 from .preprocess import PreprocessSpec, list_images, preprocess_files, preprocess_one
+from .results import Result
 
 log = logging.getLogger("edge_squeeze")
 
@@ -54,14 +55,14 @@ def ground_truth(root: Union[str, os.PathLike[str]], labels: Labels) -> Tuple[Li
 
 
 @dataclasses.dataclass
-class Accuracy:
+class Accuracy(Result):
+    """Top-1 and top-5 on ``n`` labelled images; ``predictions`` (left out of the JSON) holds the top-1
+    index per image, for agreement between models (:func:`edge_squeeze.results.top1_agreement`)."""
+
     top1: float
     top5: float
     n: int
-    predictions: Optional[np.ndarray] = None  # top-1 index per image, for agreement between models
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"top1": self.top1, "top5": self.top5, "n": self.n}
+    predictions: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
 
 
 def accuracy_from_logits(logits: np.ndarray, truth: np.ndarray) -> Accuracy:

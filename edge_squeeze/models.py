@@ -9,10 +9,14 @@ needs torch (the workstation side).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional
+import os
+from typing import Any, Dict, List, Optional, Union
 
 from .config import ARCH_DEFAULTS, BYPASS_MODES, SqueezeNetConfig, config_for
-from .errors import require
+from .errors import EdgeSqueezeError, require
+from .labels import Labels, imagenet_labels
+from .preprocess import PreprocessSpec
+from .weights import LoadedWeights, infer_num_classes, read_weights
 
 torch = require("torch", "the SqueezeNet models")
 nn = torch.nn
@@ -102,8 +106,6 @@ class SqueezeNet(nn.Module):
 def _build(arch: str, num_classes: int, bypass: str, weights: Any, **meta: Any) -> SqueezeNet:
     model = SqueezeNet(config_for(arch, num_classes=num_classes, bypass=bypass, **meta))
     if weights is not None:
-        from .weights import load_weights_into
-
         load_weights_into(model, weights)
     return model
 
@@ -180,3 +182,79 @@ def family_table(image_size: int = 224, num_classes: int = 1000) -> List[Dict[st
                 }
             )
     return rows
+
+
+# --- a model built from weights (weights.py only reads and fetches their bytes) -----------------
+
+
+def load_weights_into(model: Any, weights: Union[str, os.PathLike[str], LoadedWeights]) -> LoadedWeights:
+    """Load weights into ``model`` strictly, with one clear line on any shape or key mismatch."""
+    loaded = weights if isinstance(weights, LoadedWeights) else read_weights(weights, model.config.arch)
+    try:
+        model.load_state_dict(loaded.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise EdgeSqueezeError(
+            f"weights {loaded.source} do not fit {model.config.arch} with {model.config.num_classes} classes "
+            f"(bypass={model.config.bypass}): {detail[:300]}; check --arch, --num-classes and --bypass"
+        ) from exc
+    return loaded
+
+
+@dataclasses.dataclass
+class ModelBundle:
+    """A model ready to export or evaluate, with what must travel with it."""
+
+    model: Any
+    config: Any
+    labels: Labels
+    preprocess: PreprocessSpec
+    weights_sha256: str
+    source: str
+
+
+def load_model(
+    weights: Union[str, os.PathLike[str]],
+    arch: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    labels: Optional[Labels] = None,
+    image_size: Optional[int] = None,
+    bypass: Optional[str] = None,
+) -> ModelBundle:
+    """Build the model a weights file describes (its checkpoint config, else ``arch``) and load it."""
+    loaded = read_weights(weights, arch)
+    if loaded.config is not None:
+        config = SqueezeNetConfig.from_dict(loaded.config)
+        if arch and arch != config.arch:
+            raise EdgeSqueezeError(
+                f"checkpoint {loaded.source} holds {config.arch}, but --arch {arch} was given"
+            )
+    else:
+        if arch is None:
+            raise EdgeSqueezeError(
+                f"{loaded.source} is a plain state dict: say which model it is with --arch"
+            )
+        classes = num_classes or infer_num_classes(loaded.state_dict) or 1000
+        config = config_for(arch, num_classes=classes, bypass=bypass)
+    if num_classes is not None and num_classes != config.num_classes:
+        raise EdgeSqueezeError(
+            f"--num-classes {num_classes} but the weights {loaded.source} have {config.num_classes} classes"
+        )
+    model = SqueezeNet(config)
+    load_weights_into(model, loaded)
+    model.eval()
+    chosen_labels = labels or loaded.labels
+    if chosen_labels is None and config.num_classes == 1000:
+        chosen_labels = imagenet_labels()
+    if chosen_labels is None:
+        chosen_labels = Labels.numbered(config.num_classes)
+    if len(chosen_labels) != config.num_classes:
+        raise EdgeSqueezeError(
+            f"the labels name {len(chosen_labels)} classes but the model has {config.num_classes}; "
+            "pass a --labels file with one line per class"
+        )
+    spec = loaded.preprocess or PreprocessSpec.imagenet(image_size or 224)
+    if image_size and image_size != spec.crop:
+        spec = dataclasses.replace(spec, crop=image_size, resize=round(image_size * spec.resize / spec.crop))
+    return ModelBundle(model, config, chosen_labels, spec, loaded.sha256, loaded.source)

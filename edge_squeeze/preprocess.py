@@ -62,8 +62,8 @@ class PreprocessSpec:
     std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
     scale: float = 1.0 / 255.0
     channel_order: str = "RGB"
-    # Downscaling with area interpolation is closest to torchvision's antialiased resize: on the
-    # shared ImageNet val set top-5 is 86.0 % with INTER_AREA against 84.4 % with INTER_LINEAR.
+    # Downscaling with area interpolation is closest to torchvision's antialiased resize (it scores
+    # higher than bilinear on the shared val set: docs/int8.md keeps the measurement)
     interpolation: str = "area"
     input_format: str = "float32-nchw"
 
@@ -318,7 +318,7 @@ def resize_and_crop(bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     ``interpolation="area"`` when shrinking: bilinear onto a grid k times finer than the resized
     image (k = ceil(1/scale)), crop, then average k x k blocks. That is a box filter like
     ``cv2.INTER_AREA`` (within 0.2 grey levels on average for a 640x480 frame) at a fraction of its
-    cost: OpenCV's area resize is slow for non-integer ratios (3.1 ms for a 640x480 frame here).
+    cost: OpenCV's area resize is slow for non-integer ratios (benchmarks/results/preprocess.json).
     """
     h, w = bgr.shape[:2]
     if spec.interpolation == "area" and spec.resize and min(h, w) >= 4 * spec.resize:

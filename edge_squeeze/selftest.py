@@ -22,6 +22,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import EdgeSqueezeError
+from .formats import FP32, INT8_QDQ
+from .options import ChoiceList, IntRange, flag, validate
+from .results import Result, top1_agreement
+from .runtimes.engine_sidecar import PRECISIONS
+from .runtimes.tensorrt_options import BuildOptions, TensorRTOptions
 
 log = logging.getLogger("edge_squeeze")
 
@@ -34,13 +39,34 @@ TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec",)
 
 @dataclasses.dataclass
 class SelftestOptions:
-    export_dir: Path
-    data: Path
-    precisions: Sequence[str] = ("fp32", "fp16", "int8")
-    out: Optional[Path] = None  # report folder; default EXPORT_DIR/selftest
-    iterations: int = 300  # batch-1 calls timed per configuration
-    dla_core: Optional[int] = None
-    calib: Optional[Path] = None  # implicit INT8 from model.onnx instead of the Q/DQ model (TensorRT <= 10)
+    export_dir: Path = flag(
+        "export_dir", type=Path, help="an edge-squeeze export folder (model.onnx, model.int8.onnx)"
+    )
+    data: Path = flag(
+        "--data", required=True, type=Path, help="labelled images (class subfolders or ImageNet file names)"
+    )
+    precisions: Sequence[str] = flag(
+        "--precision",
+        PRECISIONS,
+        type=ChoiceList(PRECISIONS),
+        help="engines to build, comma-separated (default fp32,fp16,int8)",
+    )
+    out: Optional[Path] = flag("--out", None, type=Path, help="report folder (default EXPORT_DIR/selftest)")
+    iterations: int = flag(
+        "--iterations", 300, type=IntRange(1), help="batch-1 calls timed per configuration"
+    )
+    dla_core: Optional[int] = flag(
+        "--dla-core", None, type=IntRange(0), help="build the engines for this DLA core"
+    )
+    calib: Optional[Path] = flag(
+        "--calib",
+        None,
+        type=Path,
+        help="calibration images: INT8 calibrated on the device instead of the Q/DQ model",
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def verdict(precision: str, agreement: float, top1: float, reference_top1: float) -> List[str]:
@@ -125,17 +151,16 @@ def _engine_row(
     from .runtimes.engine_sidecar import Sidecar
 
     implicit = precision == "int8" and options.calib is not None
-    source = options.export_dir / (
-        "model.int8.onnx" if precision == "int8" and not implicit else "model.onnx"
-    )
-    trt_options = trtb.TensorRTOptions(
+    source = options.export_dir / (INT8_QDQ if precision == "int8" and not implicit else FP32)
+    build = BuildOptions(
         precision=precision,
         dla_core=options.dla_core,
         int8_mode="implicit" if implicit else "auto",
-        calib=str(options.calib) if implicit else None,
+        calib_dir=options.calib if implicit else None,
     )
+    trt_options = TensorRTOptions(build=build)
     started = time.perf_counter()
-    engine = cached_engine(source, trt_options)
+    engine = cached_engine(source, build)
     build_s = time.perf_counter() - started
     row: Dict[str, Any] = {"precision": precision, "source": source.name, "engine": engine.name}
     row["build_or_reuse_s"] = round(build_s, 1)
@@ -149,7 +174,7 @@ def _engine_row(
         data, truth = inputs
         acc = accuracy_from_logits(infer_batched(plain.infer, data, 32), truth)
         row.update(top1=acc.top1, top5=acc.top5, n=acc.n)
-        row["agreement_with_ort_fp32"] = float(np.mean(acc.predictions == reference.predictions))
+        row["agreement_with_ort_fp32"] = top1_agreement(acc.predictions, reference.predictions)
         row["batch1"] = time_batch1(plain, x1, options.iterations)
     finally:
         plain.close()
@@ -178,25 +203,40 @@ def _engine_row(
     return row
 
 
-def run_selftest(options: SelftestOptions) -> Dict[str, Any]:
-    """Every measurement, as the JSON report holds it; the reports are written under ``options.out``."""
+@dataclasses.dataclass(frozen=True)
+class SelftestReport(Result):
+    """Whether every engine passed, one row per precision (``status``, ``top1``, ``problems``, ...),
+    and the whole report as ``selftest.json`` holds it (``details``)."""
+
+    passed: bool
+    engines: List[Dict[str, Any]]
+    folder: Path
+    details: Dict[str, Any] = dataclasses.field(repr=False)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.details)
+
+
+def run_selftest(options: SelftestOptions) -> SelftestReport:
+    """Build and measure every engine; the reports (``selftest.md``, ``selftest.json``) are written
+    under ``options.out`` (default ``EXPORT_DIR/selftest``)."""
     from .bench import machine_info
     from .classifier import Classifier
     from .evaluate import accuracy_from_logits, ground_truth, infer_batched, load_eval_set
     from .runtimes.tensorrt_backend import unavailable_reason
 
-    fp32 = options.export_dir / "model.onnx"
+    fp32 = options.export_dir / FP32
     if not fp32.is_file():
         raise EdgeSqueezeError(
-            f"{options.export_dir} has no model.onnx: point selftest at an edge-squeeze export folder"
+            f"{options.export_dir} has no {FP32}: point selftest at an edge-squeeze export folder"
         )
     if (
         "int8" in options.precisions
         and options.calib is None
-        and not (options.export_dir / "model.int8.onnx").is_file()
+        and not (options.export_dir / INT8_QDQ).is_file()
     ):
         raise EdgeSqueezeError(
-            f"{options.export_dir} has no model.int8.onnx: export with --int8 --calib DIR, or give --calib for "
+            f"{options.export_dir} has no {INT8_QDQ}: export with --int8 --calib DIR, or give --calib for "
             "implicit INT8 (TensorRT <= 10)"
         )
     started = time.perf_counter()
@@ -233,8 +273,9 @@ def run_selftest(options: SelftestOptions) -> Dict[str, Any]:
         report["engines"].append(row)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["passed"] = bool(report["engines"]) and all(r["status"] == "pass" for r in report["engines"])
-    write_reports(report, options.out or options.export_dir / "selftest")
-    return report
+    folder = options.out or options.export_dir / "selftest"
+    write_reports(report, folder)
+    return SelftestReport(report["passed"], report["engines"], folder, report)
 
 
 def _ms(row: Optional[Dict[str, Any]], key: str) -> str:

@@ -5,81 +5,95 @@ Everything the job measured goes into ``export-report.json`` beside the models.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from edge_squeeze._version import __version__
+from edge_squeeze.config import ARCHS
 from edge_squeeze.errors import EdgeSqueezeError
-from edge_squeeze.fileio import cannot_write, sha256_file, write_text_atomic
+from edge_squeeze.fileio import sha256_file, write_text_atomic
+from edge_squeeze.formats import FILE_NAMED, FP16, FP32, INT8_CPU, INT8_QDQ, REPORT, TRT_CALIB_CACHE
 from edge_squeeze.labels import Labels
 from edge_squeeze.metadata import ArtifactMetadata, load_onnx_model, set_metadata
+from edge_squeeze.options import IntRange, flag, internal, validate
 from edge_squeeze.preprocess import PreprocessSpec, preprocess_files, preprocess_one
+from edge_squeeze.runtimes.tensorrt_options import CALIB_COUNT
 
+from . import fidelity as fq
 from . import quantize as q
 from . import ranges as r
 from .calibration import CalibrationSet, calibration_cache_key, select_calibration_images
+from .evaluation import evaluate_exported
 from .onnx_export import DEFAULT_OPSET, export_fp16, export_fp32
+from .report import ExportReport
+from .staging import staging_folder
 
 log = logging.getLogger("edge_squeeze")
 
-FP32_NAME = "model.onnx"
-FP16_NAME = "model.fp16.onnx"
-INT8_NAME = "model.int8.onnx"
-INT8_CPU_NAME = "model.int8.cpu.onnx"
-REPORT_NAME = "export-report.json"
-TRT_CACHE_NAME = "model.calib.cache"
 
 # below this calibration-set agreement with fp32 the CPU file is written with a warning
 CPU_FILE_WARNING_AGREEMENT = 0.93
 
-# which engine each INT8 file is for, in the file itself (Netron and onnx.load show it): docs/int8.md
-ENGINE_NOTES = {
-    INT8_NAME: (
-        "edge-squeeze INT8 Q/DQ file for TensorRT: int8 symmetric activations, full-range int8 "
-        "per-channel weights. Engines that run it with fused u8 x s8 kernels on x86 CPUs without VNNI "
-        "(ONNX Runtime's default session, OpenVINO) saturate and lose accuracy: on those use "
-        "model.int8.cpu.onnx, or compute this file's Q/DQ exactly (edge-squeeze does)."
-    ),
-    INT8_CPU_NAME: (
-        "edge-squeeze INT8 file for CPU engines (ONNX Runtime): uint8 activations, int8 weights with "
-        "the first Conv's at 7 bits. Not for TensorRT: build engines from model.int8.onnx."
-    ),
-}
-
 
 @dataclasses.dataclass
 class ExportOptions:
-    weights: str
-    out: Path
-    arch: Optional[str] = None
-    labels: Optional[Labels] = None
-    num_classes: Optional[int] = None
-    image_size: Optional[int] = None
-    opset: int = DEFAULT_OPSET
-    simplify: bool = False
-    int8: bool = False
-    calib: Optional[Path] = None
-    calib_count: Optional[int] = None
-    # None: each INT8 file takes the method whose model follows fp32 most closely (least logit MSE) on
-    # the calibration images
-    calib_method: Optional[str] = None
+    """What ``edge-squeeze export`` does; each field declares its flag."""
+
+    weights: str = flag(
+        "--weights", required=True, help="'imagenet', a state-dict .pth, or a training checkpoint"
+    )
+    out: Path = flag("--out", Path("out"), type=Path, help="output folder (default: out)")
+    arch: Optional[str] = flag(
+        "--arch", None, choices=ARCHS, help="architecture (a training checkpoint names its own)"
+    )
+    labels: Optional[Labels] = flag(
+        "--labels", None, help="class names: one a line, or synset_words.txt form (wnid name, ...)"
+    )
+    num_classes: Optional[int] = flag("--num-classes", None, type=IntRange(1))
+    image_size: Optional[int] = flag(
+        "--image-size",
+        None,
+        type=IntRange(32, 2048),
+        help="input size (default: the weights' own, 224 for ImageNet)",
+    )
+    opset: int = flag("--opset", DEFAULT_OPSET, type=IntRange(13, 21))
+    simplify: bool = flag("--simplify", False, action="store_true", help="run onnxsim on the fp32 model")
+    int8: bool = flag(
+        "--int8", False, action="store_true", help="also write INT8 Q/DQ models (needs --calib)"
+    )
+    calib: Optional[Path] = flag(
+        "--calib", None, type=Path, help="folder of calibration images (searched recursively)"
+    )
+    calib_count: Optional[int] = flag(
+        "--calib-count", None, type=CALIB_COUNT, help="use a deterministic sample of N calibration images"
+    )
+    calib_method: Optional[str] = flag(
+        "--calib-method",
+        None,
+        choices=r.METHODS,
+        help="activation ranges (default: for each INT8 file, the method whose model agrees best with fp32 "
+        "on the calibration images)",
+    )
     # Q/DQ file: keep layers in float, most sensitive first, until calibration-set top-1 agreement with fp32
     # reaches this (at most max_float_layers of them)
-    target_agreement: float = 0.95
-    max_float_layers: int = 2
-    sensitivity_report: bool = False
-    eval_data: Optional[Path] = None
-    progress: bool = True
+    target_agreement: float = internal(0.95, why="the float-layer target (docs/int8.md)")
+    max_float_layers: int = internal(2, why="the float-layer budget (docs/int8.md)")
+    sensitivity_report: bool = flag(
+        "--report", False, action="store_true", help="per-layer INT8 sensitivity report"
+    )
+    eval_data: Optional[Path] = flag(
+        "--eval", None, type=Path, help="labelled image folder: record fp32 vs int8 accuracy in the report"
+    )
+    progress: bool = internal(True, why="progress bars: the CLI's --quiet turns them off")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def _logits_head_nodes(model: Any) -> List[str]:
@@ -109,13 +123,13 @@ def _parity_batch(options: ExportOptions, spec: Any, calib_paths: Sequence[Path]
     return np.stack([preprocess_one(img, spec) for img in images])
 
 
-def run_export(options: ExportOptions) -> Dict[str, Any]:
+def run_export(options: ExportOptions) -> ExportReport:
     """The export job. Every input is checked before anything is written; the files are made in a
     staging folder inside ``options.out`` and moved in together at the end, where members of an
     earlier export this run does not make (an fp32-only run over an INT8 export) are removed: a
     failed, interrupted or concurrent export never leaves a mixed set."""
     from edge_squeeze.evaluate import ground_truth
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.models import load_model
 
     t_start = time.perf_counter()
     out = Path(options.out)
@@ -157,71 +171,25 @@ def run_export(options: ExportOptions) -> Dict[str, Any]:
         "files": {},
     }
     with staging_folder(out) as stage:
-        fp32_path = stage / FP32_NAME
+        fp32_path = stage / FP32
         parity_batch = _parity_batch(options, bundle.preprocess, calib_paths)
         report["parity"] = export_fp32(
             bundle.model, metadata, fp32_path, parity_batch, options.opset, options.simplify
         )
-        report["files"]["fp32"] = {"path": FP32_NAME, "bytes": fp32_path.stat().st_size}
-        fp16_parity = export_fp16(fp32_path, metadata, stage / FP16_NAME, parity_batch)
+        report["files"]["fp32"] = {"path": FP32, "bytes": fp32_path.stat().st_size}
+        fp16_parity = export_fp16(fp32_path, metadata, stage / FP16, parity_batch)
         if fp16_parity is not None:
             report["fp16_parity"] = fp16_parity
-            report["files"]["fp16"] = {"path": FP16_NAME, "bytes": (stage / FP16_NAME).stat().st_size}
+            report["files"]["fp16"] = {"path": FP16, "bytes": (stage / FP16).stat().st_size}
         if options.int8:
             report["int8"] = _export_int8(options, metadata, fp32_path, calib_paths, out / "calibration")
-            for key, name in (("int8", INT8_NAME), ("int8_cpu", INT8_CPU_NAME)):
+            for key, name in (("int8", INT8_QDQ), ("int8_cpu", INT8_CPU)):
                 report["files"][key] = {"path": name, "bytes": (stage / name).stat().st_size}
         if options.eval_data is not None:
             report["eval"] = evaluate_exported(stage, options.eval_data, bundle, int8=options.int8)
         report["seconds"] = round(time.perf_counter() - t_start, 1)
-        write_text_atomic(stage / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True))
-    return report
-
-
-# every file an export writes into its folder (the calibration statistics under calibration/ are a
-# cache shared by runs and stay)
-EXPORT_MEMBERS = (FP32_NAME, FP16_NAME, INT8_NAME, INT8_CPU_NAME, TRT_CACHE_NAME, REPORT_NAME)
-
-
-@contextlib.contextmanager
-def staging_folder(out: Path) -> Iterator[Path]:
-    """A fresh folder inside ``out`` to write an export into; on success its files replace the export
-    in ``out`` as one set (earlier members not made this time are removed), under a lock so that
-    two exports into one folder do not interleave; on failure it is removed and ``out`` is untouched."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".export-", dir=str(out)))
-    except OSError as exc:
-        raise cannot_write(out, exc) from exc
-    try:
-        yield stage
-        with _folder_lock(out):
-            made = {p.name for p in stage.iterdir()}
-            for name in EXPORT_MEMBERS:
-                if name not in made and (out / name).is_file():
-                    (out / name).unlink()
-            for name in sorted(made, key=lambda n: n == REPORT_NAME):  # the report last
-                os.replace(str(stage / name), str(out / name))
-    except OSError as exc:
-        raise cannot_write(out, exc) from exc
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` (POSIX ``flock``; none where fcntl does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(folder / ".export.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        write_text_atomic(stage / REPORT, json.dumps(report, indent=2, sort_keys=True))
+    return ExportReport.from_dict(report)
 
 
 @dataclasses.dataclass
@@ -261,12 +229,12 @@ def _export_int8(
     out = fp32_path.parent
     qdq = _qdq_file(options, metadata, cal)
     write_text_atomic(
-        out / TRT_CACHE_NAME, r.tensorrt_calibration_cache(cal.method_ranges[qdq.config.method])
+        out / TRT_CALIB_CACHE, r.tensorrt_calibration_cache(cal.method_ranges[qdq.config.method])
     )
     cpu = _cpu_file(options, metadata, cal)
     for name, file, variants in (
-        (INT8_NAME, qdq, {"cpu": INT8_CPU_NAME}),
-        (INT8_CPU_NAME, cpu, {"qdq": INT8_NAME}),
+        (INT8_QDQ, qdq, {"cpu": INT8_CPU}),
+        (INT8_CPU, cpu, {"qdq": INT8_QDQ}),
     ):
         quantization = {
             **file.config.describe(),
@@ -277,9 +245,9 @@ def _export_int8(
             metadata, preprocess=file.spec, precision="int8", quantization=quantization, variants=variants
         )
         set_metadata(file.model, meta)
-        file.model.doc_string = ENGINE_NOTES[name]
+        file.model.doc_string = FILE_NAMED[name].note  # which engine the file is for
         q.save_quantized(file.model, out / name)
-    return {**cal.report, **qdq.report, **cpu.report, "tensorrt_calibration_cache": TRT_CACHE_NAME}
+    return {**cal.report, **qdq.report, **cpu.report, "tensorrt_calibration_cache": TRT_CALIB_CACHE}
 
 
 def _calibrate(
@@ -305,7 +273,7 @@ def _calibrate(
             "cache_reused": reused,
         }
     }
-    reference = q.logits_of(fp32.SerializeToString(), calib.data)
+    reference = fq.logits_of(fp32.SerializeToString(), calib.data)
     return Int8Calibration(fp32, calib, key, method_ranges, reference, _logits_head_nodes(fp32), report)
 
 
@@ -313,8 +281,8 @@ T = TypeVar("T")
 
 
 def _closest_method(
-    options: ExportOptions, cal: Int8Calibration, trial: Callable[[str], Tuple[Any, q.Fidelity, T]]
-) -> Tuple[List[Dict[str, Any]], Tuple[Any, q.Fidelity, T]]:
+    options: ExportOptions, cal: Int8Calibration, trial: Callable[[str], Tuple[Any, fq.Fidelity, T]]
+) -> Tuple[List[Dict[str, Any]], Tuple[Any, fq.Fidelity, T]]:
     """``trial(method)`` (a model, its fidelity to fp32 on the calibration images, and what made it)
     for ``options.calib_method`` or else every calibration method: the report's trial rows, and the
     trial whose model follows fp32 most closely (least logit MSE; the first of equals)."""
@@ -334,8 +302,8 @@ def _qdq_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
     on the calibration images (least logit MSE: steadier than top-1 agreement on 200 images); then
     the most sensitive layers stay float until those images agree with fp32 as targeted."""
 
-    def head_trial(method: str) -> Tuple[Any, q.Fidelity, q.QuantProblem]:
-        problem = q.QuantProblem(
+    def head_trial(method: str) -> Tuple[Any, fq.Fidelity, fq.QuantProblem]:
+        problem = fq.QuantProblem(
             cal.fp32, cal.method_ranges[method], "s8", method, cal.calib.data, cal.reference
         )
         return (*problem.trial(cal.head), problem)
@@ -345,12 +313,12 @@ def _qdq_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
 
     def ranking() -> List[str]:
         if "sensitivity" not in report:
-            report["sensitivity"] = q.sensitivity(problem, keep_float=cal.head, progress=options.progress)
+            report["sensitivity"] = fq.sensitivity(problem, keep_float=cal.head, progress=options.progress)
         return [row["node"] for row in report["sensitivity"]]
 
     if options.sensitivity_report:
         ranking()
-    float_nodes, steps, model = q.choose_float_nodes(
+    float_nodes, steps, model = fq.choose_float_nodes(
         problem,
         ranking=ranking,
         target_agreement=options.target_agreement,
@@ -374,11 +342,11 @@ def _cpu_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
     measurements).
     """
 
-    def fused_trial(method: str) -> Tuple[Any, q.Fidelity, q.QuantConfig]:
+    def fused_trial(method: str) -> Tuple[Any, fq.Fidelity, q.QuantConfig]:
         config = q.QuantConfig("u8", method, tuple(cal.head))
         ranges = r.unify_concat_ranges(cal.fp32, cal.method_ranges[method])
         model = q.quantize_model(cal.fp32, ranges, config, cal.calib.data)
-        fid = q.fidelity(cal.reference, q.logits_of(model.SerializeToString(), cal.calib.data, exact=False))
+        fid = fq.fidelity(cal.reference, fq.logits_of(model.SerializeToString(), cal.calib.data, exact=False))
         return model, fid, config
 
     trials, (model, fid, config) = _closest_method(options, cal, fused_trial)
@@ -387,7 +355,7 @@ def _cpu_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
         log.warning(
             "%s agrees with fp32 on %.1f %% of the calibration images (target %.0f %%); "
             "model.int8.onnx is the accurate INT8 file",
-            INT8_CPU_NAME,
+            INT8_CPU,
             100 * agreement,
             100 * CPU_FILE_WARNING_AGREEMENT,
         )
@@ -399,9 +367,7 @@ def _cpu_file(options: ExportOptions, metadata: ArtifactMetadata, cal: Int8Calib
 
 
 # how much calibration-set agreement with fp32 the uint8-pixel input may cost before the CPU
-# file keeps float input: folding the normalisation only re-rounds conv1 (on SqueezeNet 1.1 it
-# left calibration-set agreement at 94.0 % and moved agreement on 200 val photos by up to a point,
-# either way)
+# file keeps float input: folding the normalisation only re-rounds conv1 (docs/int8.md measures it)
 PIXEL_INPUT_TOLERANCE = 0.01
 
 
@@ -422,7 +388,7 @@ def pixel_input_if_close(
         result["cpu_file_input"] = {"format": spec.input_format, "why": "first conv cannot fold"}
         return model, spec
     pixels, _ = preprocess_files(calib.paths, pixel_spec, what="calibration image")
-    fid = q.fidelity(reference, q.logits_of(pixel_model.SerializeToString(), np.stack(pixels), exact=False))
+    fid = fq.fidelity(reference, fq.logits_of(pixel_model.SerializeToString(), np.stack(pixels), exact=False))
     keep = fid.top1_agreement >= agreement - PIXEL_INPUT_TOLERANCE
     result["cpu_file_input"] = {
         "format": pixel_spec.input_format if keep else spec.input_format,
@@ -430,49 +396,3 @@ def pixel_input_if_close(
         "float_input_top1_agreement": agreement,
     }
     return (pixel_model, pixel_spec) if keep else (model, spec)
-
-
-def evaluate_exported(out: Path, data: Path, bundle: Any, int8: bool) -> Dict[str, Any]:
-    """Accuracy of PyTorch, the fp32 ONNX and (with int8) both INT8 files, and their agreement."""
-    import torch
-
-    from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, infer_batched, load_eval_set
-    from edge_squeeze.runtimes import onnxruntime_backend as ortb
-
-    paths, all_truth = ground_truth(data, bundle.labels)
-    eval_sets: Dict[PreprocessSpec, Any] = {}
-    results: Dict[str, Any] = {"data": str(data)}
-
-    def run(infer: Any, spec: PreprocessSpec) -> Any:
-        if spec not in eval_sets:  # the CPU int8 model may take uint8 pixels
-            eval_sets[spec] = load_eval_set(paths, all_truth, spec)
-        inputs, truth = eval_sets[spec]
-        return accuracy_from_logits(infer_batched(infer, inputs, 50), truth)
-
-    with torch.no_grad():
-        acc = run(lambda x: bundle.model(torch.from_numpy(x)).numpy(), bundle.preprocess)
-    results["pytorch"] = acc.to_dict()
-    reference = acc.predictions
-    files = [("onnx_fp32", FP32_NAME)]
-    if int8:
-        files += [("onnx_int8", INT8_NAME), ("onnx_int8_cpu", INT8_CPU_NAME)]
-    fp32_predictions = None
-    for key, name in files:
-        backend = ortb.load(out / name, ortb.OrtOptions())  # exactly this file
-        acc = run(backend.infer, backend.metadata.preprocess)
-        row = acc.to_dict()
-        row["agreement_with_pytorch"] = float(np.mean(acc.predictions == reference))
-        if key == "onnx_fp32":
-            fp32_predictions = acc.predictions
-        else:
-            row["agreement_with_fp32"] = float(np.mean(acc.predictions == fp32_predictions))
-        results[key] = row
-        log.info(
-            "%s on %s: top-1 %.1f%%, top-5 %.1f%% (%d images)",
-            name,
-            data,
-            100 * acc.top1,
-            100 * acc.top5,
-            acc.n,
-        )
-    return results

@@ -266,11 +266,9 @@ def unify_concat_ranges(model: Any, ranges: Dict[str, Tuple[float, float]]) -> D
     """Give every Concat's inputs and output one range: the union of theirs.
 
     A Fire module concatenates its two expand branches; with one scale for all three tensors the
-    quantized Concat is a plain copy instead of a requantization. Measured on SqueezeNet 1.1 (200
-    calibration images): ONNX Runtime's uint8 model ran ~10 % faster and its agreement with fp32
-    rose from 92.5 to 94.0 % (minmax). Used for the CPU file only: on the Q/DQ file
-    (exact int8) it raised calibration agreement but cost 0.2-0.8 points of val top-1. Apply after
-    :func:`fold_relu_ranges`.
+    quantized Concat is a plain copy instead of a requantization: faster and closer to fp32 on the
+    CPU file, which alone uses it (on the Q/DQ file it cost val top-1; docs/int8.md has both
+    measurements). Apply after :func:`fold_relu_ranges`.
     """
     unified = dict(ranges)
     for node in model.graph.node:

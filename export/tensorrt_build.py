@@ -3,7 +3,7 @@ as :mod:`.tensorrt_plan` decides, and the engine cache beside an ONNX model.
 
 Written against TensorRT 8.5 ... 10.x and 11, type-checked with mypy against ``tensorrt-stubs``;
 every TensorRT name each version's path touches is checked against that version's bindings
-(``tests/test_tensorrt_api.py``). It has not run on a GPU (docs/gpu-validation.md).
+(``tests/test_tensorrt_api.py``); docs/gpu-validation.md says what has run on a device.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from edge_squeeze.errors import EdgeSqueezeError
 from edge_squeeze.fileio import sha256_file, write_bytes_atomic, write_text_atomic
+from edge_squeeze.formats import is_qdq_file
 from edge_squeeze.metadata import ArtifactMetadata, load_onnx_model, metadata_of
 from edge_squeeze.runtimes.cuda_buffers import primary_context
 from edge_squeeze.runtimes.engine_sidecar import (
@@ -27,8 +28,8 @@ from edge_squeeze.runtimes.engine_sidecar import (
     sidecar_path,
 )
 from edge_squeeze.runtimes.tensorrt_backend import (
-    TensorRTOptions,
     current_device,
+    default_precision,
     import_tensorrt,
     make_logger,
 )
@@ -161,16 +162,13 @@ def build_engine(
     check_engine_source(metadata, onnx_path)
     kind = model_source_kind(model, metadata)
     dla = options.dla_core is not None
-    profile = options.profile or resolve_profile(None, dla)
-    if dla and not profile.is_static:
-        raise EdgeSqueezeError(
-            f"DLA does not support dynamic shapes: give a static batch profile, not {profile.text()}"
-        )
+    profile = resolve_profile(options.profile, dla)
+    precision = options.precision or default_precision(onnx_path)
     with primary_context():  # pycuda's calibration buffer needs a current context: TensorRT's own
         device = current_device()
         sibling = fp16_sibling(onnx_path, metadata) if kind == "fp32" else None
         plan = plan_build(
-            options.precision,
+            precision,
             parse_trt_version(device.tensorrt_version),
             kind,
             device.compute_capability,
@@ -343,11 +341,9 @@ def _read_timing_cache(path: Path) -> bytes:
         return b""
 
 
-def cached_engine(onnx_path: Path, options: TensorRTOptions) -> Path:
+def cached_engine(onnx_path: Path, options: BuildOptions) -> Path:
     """The engine for ``onnx_path`` cached beside it, built (or rebuilt, with one log line) as needed:
     the TensorRT backend's engine builder for ONNX models."""
-    from edge_squeeze.runtimes.tensorrt_backend import default_precision
-
     from .calibration import calibration_fingerprint, select_calibration_images
 
     precision = options.precision or default_precision(onnx_path)
@@ -356,9 +352,9 @@ def cached_engine(onnx_path: Path, options: TensorRTOptions) -> Path:
     profile = resolve_profile(options.profile, dla)
     model_sha = sha256_file(onnx_path)
     calibration = None
-    if options.calib and precision == "int8" and not onnx_path.name.endswith(".int8.onnx"):
+    if options.calib_dir and precision == "int8" and not is_qdq_file(onnx_path):
         spec = metadata_of(load_onnx_model(onnx_path), str(onnx_path)).preprocess
-        images = select_calibration_images(options.calib, options.calib_count)
+        images = select_calibration_images(options.calib_dir, options.calib_count)
         calibration = calibration_fingerprint(images, spec)
     path = engine_cache_path(onnx_path, model_sha, device, precision, profile, options.dla_core, calibration)
     if path.is_file():
@@ -374,16 +370,10 @@ def cached_engine(onnx_path: Path, options: TensorRTOptions) -> Path:
             log.info("rebuilding cached engine %s: %s", path.name, problem or "model or engine changed")
         except (EdgeSqueezeError, OSError) as exc:
             log.info("rebuilding cached engine %s: %s", path.name, exc)
-    build = BuildOptions(
+    build = dataclasses.replace(
+        options,
         precision=precision,
-        profile=profile,
-        dla_core=options.dla_core,
-        int8_mode=options.int8_mode,
-        calib_dir=Path(options.calib) if options.calib else None,
-        calib_count=options.calib_count,
-        timing_cache=onnx_path.with_name(f"{device.slug()}.timing.cache"),
+        timing_cache=options.timing_cache or onnx_path.with_name(f"{device.slug()}.timing.cache"),
     )
-    if options.workspace_mb:
-        build.workspace_mb = options.workspace_mb
     built, _ = build_engine(onnx_path, build, path)
     return built

@@ -17,21 +17,23 @@ import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError
 from edge_squeeze.fileio import write_bytes_atomic
+from edge_squeeze.formats import FP16
 from edge_squeeze.metadata import ArtifactMetadata
 from edge_squeeze.runtimes.engine_sidecar import PRECISIONS, BatchProfile, DeviceIdentity
+from edge_squeeze.runtimes.tensorrt_options import (  # noqa: F401  (the plan's vocabulary, re-exported)
+    CALIBRATION_BATCH,
+    CALIBRATORS,
+    DEFAULT_WORKSPACE_MB,
+    INT8_MODES,
+    BuildOptions,
+)
 
 log = logging.getLogger("edge_squeeze")
 
-INT8_MODES = ("auto", "explicit", "implicit")
-CALIBRATORS = ("entropy", "minmax")
-# a 4 GB Jetson (Orin Nano 4GB) shares that memory with the OS; 512 MiB is safe there
-DEFAULT_WORKSPACE_MB = 512
 # TensorRT deprecated the weak-typing precision flags in 10.12 and removed them in 11.0
 STRONG_TYPING_FROM = (10, 12)
 WEAK_TYPING_UNTIL = (11, 0)  # exclusive
-# the calibrator's fixed batch; calibration gets a static profile of exactly this batch
-CALIBRATION_BATCH = 8
-FP16_SIBLING = "model.fp16.onnx"
+FP16_SIBLING = FP16
 
 
 def has_fast_int8(compute_capability: Tuple[int, int]) -> bool:
@@ -327,22 +329,6 @@ class CalibrationFeeder:
     def write_cache(self, data: bytes) -> None:
         if self.cache_path is not None:
             write_bytes_atomic(self.cache_path, bytes(data))
-
-
-@dataclasses.dataclass
-class BuildOptions:
-    precision: str = "fp16"
-    profile: Optional[BatchProfile] = None  # None: resolve_profile's default (1,1,8; static 1 on DLA)
-    workspace_mb: int = DEFAULT_WORKSPACE_MB
-    timing_cache: Optional[Path] = None
-    dla_core: Optional[int] = None
-    gpu_fallback: bool = True
-    optimization_level: Optional[int] = None  # 0..5 where supported (TensorRT >= 8.6)
-    int8_mode: str = "auto"  # auto | explicit | implicit
-    calibrator: str = "entropy"  # entropy (IInt8EntropyCalibrator2) | minmax
-    calib_dir: Optional[Path] = None
-    calib_count: Optional[int] = None
-    calib_batch: int = CALIBRATION_BATCH
 
 
 def model_source_kind(model: Any, metadata: ArtifactMetadata) -> str:

@@ -12,7 +12,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError, require
+from edge_squeeze.formats import INT8_FILES
 from edge_squeeze.metadata import ArtifactMetadata, read_onnx_metadata_props
+from edge_squeeze.options import IntRange, flag, internal, validate
 from edge_squeeze.preprocess import PreprocessSpec
 
 from .base import BackendInfo, check_input
@@ -30,12 +32,27 @@ PROVIDERS = {
 class OrtOptions:
     """Options as a plain object, like ``onnxruntime.SessionOptions``."""
 
-    providers: Sequence[str] = ("cpu",)  # short names from PROVIDERS or ONNX Runtime's own names
-    threads: int = 0  # intra-op threads; 0 lets ONNX Runtime choose (one per physical core)
-    # an INT8 export has two files: the Q/DQ file (model.int8.onnx) and the CPU file
-    # (model.int8.cpu.onnx); "auto" times both on x86 and runs the faster, runs the CPU file on
-    # ARM (the one ONNX Runtime computes with integer kernels, exactly there); "qdq" or "cpu" force one
-    int8_file: str = "auto"
+    providers: Sequence[str] = internal(
+        ("cpu",), why="short names from PROVIDERS or ONNX Runtime's own; the CLI's --backend picks them"
+    )
+    threads: int = flag(
+        "--threads",
+        0,
+        type=IntRange(0),
+        help="CPU threads (0: the runtime's default, one per physical core; at most the cores)",
+    )
+    # an INT8 export has two files: the Q/DQ file and the CPU file (edge_squeeze.formats); "auto" times
+    # both on x86 and runs the faster, runs the CPU file on ARM (the one ONNX Runtime computes with
+    # integer kernels, exactly there); "qdq" or "cpu" force one
+    int8_file: str = flag(
+        "--int8-file",
+        "auto",
+        choices=INT8_FILES,
+        help="ONNX Runtime on a CPU: which INT8 file of an export runs (auto: the faster on x86, the CPU file elsewhere)",
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def available_providers() -> List[str]:
@@ -44,8 +61,8 @@ def available_providers() -> List[str]:
 
 
 def cap_threads(threads: int) -> int:
-    """``threads``, at most this machine's cores (more only add contention: 1000 threads made one
-    prediction take 164 s instead of 2 s), with one warning when capped."""
+    """``threads``, at most this machine's cores (more only add contention, many times slower), with
+    one warning when capped."""
     cores = os.cpu_count() or 1
     if threads > cores:
         log.warning("%d threads asked for, %d cores here: using %d", threads, cores, cores)

@@ -11,9 +11,9 @@ and the CPU file (``model.int8.cpu.onnx``, named in the Q/DQ file's metadata). `
 on an x86 CPU times both at batch 1 and runs the faster (measured once per process); on any other
 CPU (a Jetson's aarch64) it runs the CPU file without timing. ONNX Runtime runs only the CPU file on
 integer kernels (its uint8 activations let every Conv -> ReLU -> Quantize fuse; the Q/DQ file's
-symmetric int8 ones keep the ReLU between them, so most of its Convs run in float: all 26 of
-SqueezeNet 1.1's on ONNX Runtime 1.19, 16 on 1.32), and ARM's kernels widen every product,
-so there the CPU file is also computed exactly (docs/int8.md, "Which file goes to which engine").
+symmetric int8 ones keep the ReLU between them, so most of its Convs run in float; how many, per
+ONNX Runtime version, is in docs/int8.md), and ARM's kernels widen every product, so there the CPU
+file is also computed exactly (docs/int8.md, "Which file goes to which engine").
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Dict, Optional, Set, Tuple, Union
 
 from edge_squeeze.errors import EdgeSqueezeError
+from edge_squeeze.formats import INT8_FILES
 from edge_squeeze.metadata import ArtifactMetadata
 
 from . import onnxruntime_backend as ortb
@@ -38,7 +39,6 @@ from .torch_backend import TorchOptions
 log = logging.getLogger("edge_squeeze")
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "pytorch")
-INT8_FILES = ("auto", "qdq", "cpu")
 TORCH_SUFFIXES = (".pt", ".pth")  # training checkpoints and state dicts: PyTorch only
 COMPRESSED_SUFFIXES = (".esqz", ".net")  # ONNX Runtime on the decompressed graph, or PyTorch
 _LOGGED_FALLBACKS: Set[str] = set()

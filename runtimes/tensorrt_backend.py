@@ -11,8 +11,8 @@
   launches, not an error;
 * one lock around the contexts (``Classifier`` adds one too), everything released by ``close``.
 
-The buffers, stream, events and graph live in :mod:`.cuda_buffers`, which has run on a GPU
-(docs/gpu-validation.md); this file adds TensorRT around them and has not run with TensorRT.
+The buffers, stream, events and graph live in :mod:`.cuda_buffers`; what of this has run on which
+device is listed in docs/gpu-validation.md.
 
 Engines are cached next to the ONNX model, keyed by TensorRT version, GPU, precision, batch
 profile, DLA core, model hash and (implicit INT8) the calibration set, by
@@ -33,15 +33,15 @@ import numpy as np
 
 from edge_squeeze.environment import tensorrt_version
 from edge_squeeze.errors import INSTALL_HINTS, EdgeSqueezeError, MissingDependencyError
+from edge_squeeze.formats import ENGINE_SUFFIXES, is_qdq_file
 
 from .base import BackendInfo, check_input
 from .cuda_buffers import CudaBuffers
 from .cuda_buffers import unavailable_reason as cuda_unavailable_reason
 from .engine_sidecar import DeviceIdentity, Sidecar, incompatibility
+from .tensorrt_options import BuildOptions, TensorRTOptions
 
 log = logging.getLogger("edge_squeeze")
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def unavailable_reason() -> Optional[str]:
@@ -49,20 +49,6 @@ def unavailable_reason() -> Optional[str]:
     if tensorrt_version() is None:
         return f"TensorRT is not installed ({INSTALL_HINTS['tensorrt']})"
     return cuda_unavailable_reason()
-
-
-@dataclasses.dataclass
-class TensorRTOptions:
-    """How the TensorRT backend builds (from ONNX) and runs an engine."""
-
-    precision: Optional[str] = None  # fp32 | fp16 | int8 when building; None: int8 for .int8.onnx, else fp16
-    profile: Optional[str] = None  # MIN,OPT,MAX batch when building; None: 1,1,8 (static 1 on DLA)
-    dla_core: Optional[int] = None
-    workspace_mb: Optional[int] = None
-    int8_mode: str = "auto"  # auto | explicit | implicit (implicit needs calib)
-    calib: Optional[str] = None  # calibration folder, for implicit INT8 from an fp32 model
-    calib_count: Optional[int] = None
-    cuda_graph: bool = False  # replay batch-1 launches from a CUDA graph (needs cuda-python)
 
 
 # --- GPU-free logic ----------------------------------------------------------------------------
@@ -356,10 +342,10 @@ def _load_engine(engine_path: Path, cuda_graph: bool) -> TensorRTBackend:
 
 def default_precision(path: Path) -> str:
     """What an ONNX file builds by default: int8 for the Q/DQ model, fp16 otherwise."""
-    return "int8" if path.name.endswith(".int8.onnx") else "fp16"
+    return "int8" if is_qdq_file(path) else "fp16"
 
 
-EngineBuilder = Callable[[Path, TensorRTOptions], Path]
+EngineBuilder = Callable[[Path, BuildOptions], Path]
 
 
 def load(
@@ -379,11 +365,12 @@ def load(
             raise EdgeSqueezeError(
                 f"{path} is not an engine: build one with edge-squeeze build-engine {path}"
             )
-        path = engine_builder(path, options)
+        path = engine_builder(path, options.build)
     return _load_engine(path, options.cuda_graph)
 
 
 __all__: List[str] = [
+    "BuildOptions",
     "EngineBuilder",
     "TensorDesc",
     "TensorRTBackend",

@@ -75,7 +75,7 @@ def from_onnx(path: Union[str, os.PathLike[str]], threads: int = 0) -> TorchBack
 def load(path: Union[str, os.PathLike[str]], options: Optional[TorchOptions] = None) -> TorchBackend:
     """A checkpoint (which names its own arch), a plain state dict with ``options.arch``, an ``.esqz``
     or ``.net`` file, or an fp32 export."""
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.models import load_model
 
     options = options or TorchOptions()
     if Path(path).suffix == ".onnx":

@@ -41,6 +41,7 @@ from edge_squeeze.bench import (
     time_configuration,
 )
 from edge_squeeze.classifier import Classifier
+from edge_squeeze.runtimes.onnxruntime_backend import OrtOptions
 from edge_squeeze.runtimes.tensorrt_backend import unavailable_reason
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,7 +146,9 @@ def main() -> None:
             )
         )
     frames = load_frames(Path(args.images) if args.images else None)
-    options = BenchOptions(warmup_s=1.0, duration_s=args.duration, threads=args.threads)
+    options = BenchOptions(
+        warmup_s=1.0, duration_s=args.duration, onnxruntime=OrtOptions(threads=args.threads)
+    )
     batches = [int(b) for b in args.batches.split(",")]
     rows: List[Dict[str, Any]] = []
 

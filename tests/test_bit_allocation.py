@@ -55,7 +55,7 @@ def test_sensitivity_is_measured_without_changing_the_model(narrow_checkpoint, p
     from edge_squeeze.compress.esqz import encode_shared
     from edge_squeeze.compress.sharing import share_weights
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.models import load_model
 
     bundle = load_model(narrow_checkpoint)
     model = bundle.model
@@ -84,7 +84,7 @@ def test_calibrated_fit_uses_measured_sensitivity_and_fits(narrow_checkpoint, pa
     pytest.importorskip("torch")
     from edge_squeeze.compress import CompressOptions, read_esqz, write_esqz
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.models import load_model
 
     def bundle():
         return load_model(narrow_checkpoint)

@@ -263,7 +263,7 @@ def test_calibrated_esqz_follows_the_float_model_closer(tiny_checkpoint, pattern
 
     from edge_squeeze.compress import CompressOptions, write_esqz
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.models import load_model
 
     def bundle():
         return load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
@@ -307,7 +307,9 @@ def test_cli_compress_calibrated_and_bad_layer_bits(narrow_checkpoint, pattern_d
     fitted = tmp_path / "fitted.esqz"
     assert main([*args[:-1], str(fitted), "--bits", "8", "--max-bytes", str(budget)]) == 0
     assert fitted.stat().st_size <= budget and read_esqz(fitted).compression["layer_bits"]
-    assert main([*args, "--layer-bits", "classifier"]) != 0
+    with pytest.raises(SystemExit) as malformed:  # a malformed command line: exit 2
+        main([*args, "--layer-bits", "classifier"])
+    assert malformed.value.code == 2
     assert main([*args, "--calib", str(tmp_path / "missing")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert any("PREFIX=BITS" in line for line in err)
@@ -392,7 +394,7 @@ def test_calibrated_sharing_keeps_pruned_weights_pruned(tiny_checkpoint, pattern
     torch = pytest.importorskip("torch")
     from edge_squeeze.compress import CompressOptions, compress_state_dict
     from edge_squeeze.export.calibration import CalibrationSet, select_calibration_images
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.models import load_model
 
     bundle = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
     model = bundle.model
@@ -430,7 +432,7 @@ def test_uniform_grid_shares_on_steps_of_the_channel_maximum():
 
 
 def _tiny_model(checkpoint):
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.models import load_model
 
     return load_model(checkpoint)
 

@@ -118,7 +118,8 @@ def test_the_u8_weight_twin_is_the_same_arithmetic_on_exact_kernels(tiny_export,
     computes what the CPU file computes (bit for bit with Q/DQ as written); only the Convs asked for
     change, and their weights become uint8."""
     from edge_squeeze import Classifier
-    from edge_squeeze.export.quantize import conv_nodes, logits_of, u8_weight_twin
+    from edge_squeeze.export.fidelity import logits_of
+    from edge_squeeze.export.quantize import conv_nodes, u8_weight_twin
 
     model = onnx.load(str(tiny_export / "model.int8.cpu.onnx"))
     first = next(n.name for n in model.graph.node if n.op_type == "Conv")
@@ -167,6 +168,7 @@ def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pat
     scale or bias shift would put the fold's logits far off); a padded conv1 is not folded."""
     import dataclasses
 
+    from edge_squeeze.export import fidelity as fq
     from edge_squeeze.export import quantize as q
     from edge_squeeze.export import ranges as r
 
@@ -181,16 +183,16 @@ def test_folding_the_normalisation_into_conv1_keeps_the_outputs(tiny_export, pat
     folded = q.pixel_input(float_input, fp32, pixel_spec)
     assert folded is not None
     pixels = np.stack(preprocess_files(paths, pixel_spec)[0])
-    reference = q.logits_of(fp32.SerializeToString(), calib.data)
-    before = q.fidelity(reference, q.logits_of(float_input.SerializeToString(), calib.data))
-    after = q.fidelity(reference, q.logits_of(folded.SerializeToString(), pixels))
+    reference = fq.logits_of(fp32.SerializeToString(), calib.data)
+    before = fq.fidelity(reference, fq.logits_of(float_input.SerializeToString(), calib.data))
+    after = fq.fidelity(reference, fq.logits_of(folded.SerializeToString(), pixels))
     assert after.logit_mse <= 2 * before.logit_mse + 1e-3
     assert after.top1_agreement >= before.top1_agreement - 0.1
     # the fourth (alpha) channel meets zero weights: the 3-channel fold gives the very same logits
     three = q.pixel_input(float_input, fp32, dataclasses.replace(spec, input_format="uint8-nhwc"))
     np.testing.assert_array_equal(
-        q.logits_of(three.SerializeToString(), np.ascontiguousarray(pixels[..., :3])),
-        q.logits_of(folded.SerializeToString(), pixels),
+        fq.logits_of(three.SerializeToString(), np.ascontiguousarray(pixels[..., :3])),
+        fq.logits_of(folded.SerializeToString(), pixels),
     )
     conv1 = next(n for n in float_input.graph.node if n.op_type == "Conv")
     del conv1.attribute[:]
@@ -262,7 +264,8 @@ def test_calibration_statistics_are_reused(tiny_export, tiny_checkpoint, pattern
             progress=False,
         )
     )
-    assert report["int8"]["calibration"]["cache_reused"] is True
+    assert report.details["int8"]["calibration"]["cache_reused"] is True
+    assert report.int8 is not None and report.int8.calibration_images == 40
     other = run_export(
         ExportOptions(
             weights=str(tiny_checkpoint),
@@ -275,7 +278,7 @@ def test_calibration_statistics_are_reused(tiny_export, tiny_checkpoint, pattern
             progress=False,
         )
     )
-    assert other["int8"]["calibration"]["cache_reused"] is False
+    assert other.details["int8"]["calibration"]["cache_reused"] is False
 
 
 def test_calib_count_sample_is_deterministic(pattern_dataset):

@@ -417,7 +417,7 @@ ROWS = [
     Row(
         "compress-layer-bits-malformed",
         "compress --weights {narrow} --layer-bits classifier --out {tmp}/x.esqz",
-        1,
+        2,
         "PREFIX=BITS",
         absent=("{tmp}/x.esqz",),
     ),

@@ -47,8 +47,22 @@ def test_wheel_puts_nothing_generic_into_site_packages(tmp_path):
     assert tops == {"edge_squeeze", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     assert "edge_squeeze/export/pipeline.py" in names
     assert "edge_squeeze/runtimes/onnxruntime_backend.py" in names
-    assert "edge_squeeze/compress/esqz.py" in names  # every subpackage is listed in pyproject.toml
+    assert "edge_squeeze/compress/esqz.py" in names
     assert "edge_squeeze/data/imagenet_synset_words.txt" in names
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """pyproject.toml names its packages one by one: a new subpackage left out would be missing from
+    the wheel (and from the Jetson's --no-deps install), while the editable install here still works."""
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for package, folder in config["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO / folder).parts
+            found.add(".".join((package, *parts)))
+    assert found <= listed, sorted(found - listed)
 
 
 def test_deploy_side_imports_and_runs_without_torch(tmp_path, tiny_checkpoint):
@@ -56,7 +70,7 @@ def test_deploy_side_imports_and_runs_without_torch(tmp_path, tiny_checkpoint):
     .esqz file must still classify (ONNX Runtime on its decompressed weights)."""
     pytest.importorskip("torch")
     from edge_squeeze.compress import CompressOptions, write_esqz
-    from edge_squeeze.weights import load_model
+    from edge_squeeze.models import load_model
 
     bundle = load_model(tiny_checkpoint, arch="squeezenet1_1", image_size=64)
     esqz = tmp_path / "tiny.esqz"

@@ -418,7 +418,7 @@ def test_every_build_and_run_path_uses_only_names_its_tensorrt_has(
     for precision, source, dla, implicit in PATHS:
         options = BuildOptions(
             precision=precision,
-            profile=resolve_profile(None, dla),
+            profile=resolve_profile(None, dla).text(),
             dla_core=1 if dla else None,
             int8_mode="implicit" if implicit else "auto",
             calibrator="minmax" if implicit == "minmax" else "entropy",

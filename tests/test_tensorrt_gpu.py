@@ -73,11 +73,13 @@ def test_explicit_int8_engine_is_within_the_noise(exported, shared, reference):
 
 def test_implicit_int8_calibrates_on_the_device(exported, shared, reference):
     from edge_squeeze import Classifier
-    from edge_squeeze.runtimes.tensorrt_backend import TensorRTOptions
+    from edge_squeeze.runtimes.tensorrt_backend import BuildOptions, TensorRTOptions
 
     if _trt_major() >= 11:
         pytest.skip("TensorRT 11 has no implicit INT8")
-    options = TensorRTOptions(precision="int8", int8_mode="implicit", calib=str(shared.calib), calib_count=64)
+    options = TensorRTOptions(
+        build=BuildOptions(precision="int8", int8_mode="implicit", calib_dir=shared.calib, calib_count=64)
+    )
     int8 = _accuracy(Classifier(exported / "model.onnx", backend="tensorrt", tensorrt=options), shared)
     assert reference.top1 - int8.top1 <= INT8_TOP1_DROP
     assert list(exported.glob("model.trt-entropy-*.calib")), "the calibration cache is written, keyed"
@@ -86,13 +88,13 @@ def test_implicit_int8_calibrates_on_the_device(exported, shared, reference):
 def test_dla_engine_reports_its_placement(exported):
     import tensorrt
 
-    from edge_squeeze.runtimes.tensorrt_backend import TensorRTOptions, load, make_logger
+    from edge_squeeze.runtimes.tensorrt_backend import BuildOptions, TensorRTOptions, load, make_logger
 
     if _trt_major() >= 11 or tensorrt.Builder(make_logger(tensorrt)).num_DLA_cores == 0:
         pytest.skip("no DLA core here (Xavier / Orin with TensorRT <= 10 only)")
     from edge_squeeze.runtimes.engine_sidecar import Sidecar
 
-    backend = load(exported / "model.onnx", TensorRTOptions(precision="fp16", dla_core=0))
+    backend = load(exported / "model.onnx", TensorRTOptions(build=BuildOptions(precision="fp16", dla_core=0)))
     sidecar = Sidecar.read(Path(backend.info.model_path))
     assert sidecar.dla_core == 0 and sidecar.profile.is_static and sidecar.dla_layers["on_dla"] > 0
     x = np.zeros((3, *backend.metadata.preprocess.input_shape), np.float32)
@@ -137,13 +139,17 @@ def test_close_releases_gpu_memory_and_can_be_called_twice(exported):
     import pycuda.driver as cuda
 
     from edge_squeeze.runtimes.cuda_buffers import primary_context
-    from edge_squeeze.runtimes.tensorrt_backend import TensorRTOptions, load
+    from edge_squeeze.runtimes.tensorrt_backend import BuildOptions, TensorRTOptions, load
 
-    load(exported / "model.onnx", TensorRTOptions(precision="fp16")).close()  # build and warm up once
+    load(
+        exported / "model.onnx", TensorRTOptions(build=BuildOptions(precision="fp16"))
+    ).close()  # build and warm up once
     with primary_context():
         before, _ = cuda.mem_get_info()
     for _ in range(3):
-        backend = load(exported / "model.onnx", TensorRTOptions(precision="fp16", cuda_graph=True))
+        backend = load(
+            exported / "model.onnx", TensorRTOptions(cuda_graph=True, build=BuildOptions(precision="fp16"))
+        )
         backend.infer(np.zeros((1, *backend.metadata.preprocess.input_shape), np.float32))
         backend.close()
         backend.close()

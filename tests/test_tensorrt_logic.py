@@ -473,14 +473,13 @@ def test_auto_falls_back_on_any_tensorrt_failure_with_one_reason(tiny_int8_expor
 
 def test_tensorrt_options_do_not_reach_onnxruntime(tiny_int8_export):
     from edge_squeeze import Classifier
-    from edge_squeeze.runtimes.tensorrt_backend import TensorRTOptions, unavailable_reason
+    from edge_squeeze.runtimes.tensorrt_backend import BuildOptions, TensorRTOptions, unavailable_reason
 
     if unavailable_reason() is None:
         pytest.skip("TensorRT and a GPU are present")
     clf = Classifier(
         tiny_int8_export / "model.onnx",
-        cuda_graph=True,
-        tensorrt=TensorRTOptions(profile="1,4,16", dla_core=0),
+        tensorrt=TensorRTOptions(cuda_graph=True, build=BuildOptions(profile="1,4,16", dla_core=0)),
     )
     assert clf.info.name == "onnxruntime"
 
@@ -501,15 +500,18 @@ def test_build_engine_without_tensorrt_is_one_line(tmp_path, capsys):
 
 
 def test_export_engine_builds_from_the_file_its_precision_needs(tmp_path, monkeypatch):
-    from edge_squeeze import cli
+    from edge_squeeze.cli import build_engine
+    from edge_squeeze.export.report import ExportReport
 
     built = []
     monkeypatch.setattr(
-        cli,
-        "_build_engine",
-        lambda model, precision, args, exported=False: built.append((model.name, precision)),
+        build_engine,
+        "build_from",
+        lambda model, options, out=None, exported=False: built.append((model.name, options.precision)),
     )
-    monkeypatch.setattr("edge_squeeze.export.pipeline.run_export", lambda options: {"files": {}})
+    monkeypatch.setattr(
+        "edge_squeeze.export.pipeline.run_export", lambda options: ExportReport.from_dict({"files": {}})
+    )
     common = ["export", "--weights", "w.pth", "--out", str(tmp_path), "--engine"]
     for extra, expected in (
         (["--int8", "--calib", "c"], ("model.int8.onnx", "int8")),

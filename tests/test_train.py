@@ -37,8 +37,8 @@ def trained(pattern_dataset, tmp_path_factory):
 
 def test_accuracy_rises_far_above_chance(trained):
     _, result = trained
-    assert result["best_val_acc"] >= 0.75  # 4 classes: chance is 0.25
-    assert result["history"][0]["epoch"] == 1 and len(result["history"]) == 6
+    assert result.best_val_acc >= 0.75  # 4 classes: chance is 0.25
+    assert result.history[0]["epoch"] == 1 and len(result.history) == 6
 
 
 def test_outputs_metrics_curve_and_checkpoints(trained):
@@ -97,11 +97,11 @@ def test_resume_continues_from_last(trained, pattern_dataset, tmp_path):
             resume=True,
         )
     )
-    assert [r["epoch"] for r in result["history"]] == list(range(1, 8))
+    assert [r["epoch"] for r in result.history] == list(range(1, 8))
 
 
 def test_interrupt_leaves_a_usable_last_checkpoint(pattern_dataset, tmp_path, monkeypatch):
-    import edge_squeeze.train as train_module
+    import edge_squeeze.training.loop as train_module
 
     calls = {"n": 0}
     real = train_module.evaluate_loader
@@ -156,7 +156,7 @@ def test_seeded_split_and_corrupt_images(tmp_path, pattern_dataset):
             progress=False,
         )
     )
-    assert result["history"][0]["skipped_images"] == 1
+    assert result.history[0]["skipped_images"] == 1
 
 
 def test_bad_training_folders(tmp_path):
@@ -217,7 +217,7 @@ def test_fine_tune_from_imagenet_weights_with_frozen_features(shared, pattern_da
     original = torch.load(shared.weights_1_1, weights_only=True)
     assert torch.equal(ckpt["state_dict"]["features.0.weight"], original["features.0.weight"])  # frozen
     assert ckpt["state_dict"]["classifier.1.weight"].shape == (4, 512, 1, 1)  # new head
-    assert result["best_val_acc"] > 0.25
+    assert result.best_val_acc > 0.25
 
 
 @pytest.mark.gpu
@@ -227,7 +227,7 @@ def test_cuda_training_resumes_and_reloads_on_the_cpu(pattern_dataset, tmp_path)
         data=pattern_dataset, out=tmp_path, arch="squeezenet1_1", image_size=64, batch_size=16, progress=False
     )
     result = train(TrainOptions(epochs=5, device="cuda", **options))
-    assert result["device"].startswith("cuda") and result["best_val_acc"] >= 0.75
+    assert result.device.startswith("cuda") and result.best_val_acc >= 0.75
     resumed = train(TrainOptions(epochs=6, device="cuda", resume=True, **options))
     assert [r["epoch"] for r in resumed["history"]] == list(range(1, 7))
     images = sorted((pattern_dataset / "val").rglob("*.png"))
@@ -242,13 +242,13 @@ def test_each_epoch_draws_new_augmentations_in_persistent_workers(pattern_datase
 
     from edge_squeeze.distributed import World
     from edge_squeeze.preprocess import PreprocessSpec
-    from edge_squeeze.train import ImageFolderDataset, _loaders
+    from edge_squeeze.training.data import ImageFolderDataset, make_loaders
 
     image = next((pattern_dataset / "train" / "class0").iterdir())
     spec = PreprocessSpec.imagenet(48)
     dataset = ImageFolderDataset([(image, 0)], spec, train=True, seed=0)
     options = TrainOptions(data=pattern_dataset, workers=1)
-    loader, sampler, _ = _loaders(
+    loader, sampler, _ = make_loaders(
         options, World(), dataset, dataset, 1, _torch.device("cpu"), spec.input_shape
     )
     crops = []

@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 from edge_squeeze.errors import EdgeSqueezeError  # noqa: E402
 from edge_squeeze.evaluate import accuracy_from_logits, ground_truth, load_eval_set  # noqa: E402
 from edge_squeeze.labels import load_labels  # noqa: E402
-from edge_squeeze.models import squeezenet1_1  # noqa: E402
-from edge_squeeze.weights import load_model, read_weights  # noqa: E402
+from edge_squeeze.models import load_model, squeezenet1_1  # noqa: E402
+from edge_squeeze.weights import read_weights  # noqa: E402
 
 
 def test_local_state_dict_loads_into_the_model(tiny_checkpoint):

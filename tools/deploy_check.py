@@ -369,8 +369,13 @@ def summary(reference: Dict[str, Any], other: Dict[str, Any], note: str) -> str:
 
 
 def _same_class(predictions: Dict[str, int], reference: Dict[str, int]) -> str:
-    same = [predictions[p] == i for p, i in reference.items() if p in predictions]
-    return f"{100 * sum(same) / len(same):.1f} % of {len(same)}" if same else "n/a"
+    from edge_squeeze.results import top1_agreement
+
+    shared = [p for p in reference if p in predictions]
+    if not shared:
+        return "n/a"
+    agreement = top1_agreement([predictions[p] for p in shared], [reference[p] for p in shared])
+    return f"{100 * agreement:.1f} % of {len(shared)}"
 
 
 def _read_results(path: Path) -> Dict[str, Any]:

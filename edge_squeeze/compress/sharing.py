@@ -9,6 +9,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from edge_squeeze.options import FloatRange, IntRange, PrefixBits, flag, internal, validate
+
 
 def kmeans_1d(values: np.ndarray, k: int, iterations: int = 20) -> Tuple[np.ndarray, np.ndarray]:
     """Codebook (k,) and assignments; linear initialisation over [min, max] (Deep Compression's best)."""
@@ -48,25 +50,43 @@ class Grid:
         return f"{self.bits} bits" if self.levels is None else f"uniform {2 * self.levels + 1}"
 
 
+MIN_BITS = 2
+
 # uniform grids --max-bytes tries with calibration (2L + 1 values), besides k-means of 2..--bits bits
 UNIFORM_LEVELS = (2, 3, 4, 6, 8, 12, 16, 24)
-
-MIN_BITS = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class CompressOptions:
-    sparsity: float = 0.0  # share of weights pruned per layer (by magnitude)
-    bits: int = 8  # codebook size 2**bits (code 0 is reserved for the pruned zero)
-    index_bits: int = 4
-    dense_layers: Tuple[str, ...] = ("features.0",)  # pruned lightly: few weights, most sensitive
-    dense_layer_sparsity: float = 0.1
+    sparsity: float = flag(
+        "--sparsity",
+        0.0,
+        type=FloatRange(0, 1, high_open=True),
+        help="share of each layer's weights pruned, by magnitude (default 0)",
+    )
+    # codebook size 2**bits (code 0 is reserved for the pruned zero)
+    bits: int = flag("--bits", 8, type=IntRange(MIN_BITS, 8), help="codebook bits per layer (default 8)")
+    index_bits: int = internal(4, why="the sparse index width of the format (docs/esqz-format.md)")
+    dense_layers: Tuple[str, ...] = internal(
+        ("features.0",), why="pruned lightly: few weights, most sensitive"
+    )
+    dense_layer_sparsity: float = internal(0.1, why="the dense layers' sparsity cap")
     # (state-dict prefix, bits) overriding ``bits`` for those layers, e.g. (("classifier", 4),)
-    layer_bits: Tuple[Tuple[str, int], ...] = ()
+    layer_bits: Tuple[Tuple[str, int], ...] = flag(
+        "--layer-bits",
+        (),
+        type=PrefixBits(MIN_BITS, 8),
+        action="append",
+        metavar="PREFIX=BITS",
+        help="other bits for layers whose name starts with PREFIX, e.g. classifier=4 (repeatable)",
+    )
     # (state-dict prefix, L): these layers use the uniform grid of 2L + 1 values (see Grid) instead
-    layer_levels: Tuple[Tuple[str, int], ...] = ()
+    layer_levels: Tuple[Tuple[str, int], ...] = internal((), why="chosen by the calibrated budget fit")
     # images the codes were chosen on (calibrated sharing, see compress/calibrated.py); 0: nearest entry
-    calibration_images: int = 0
+    calibration_images: int = internal(0, why="set by write_esqz from the calibration set")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def _for_layer(name: str, pairs: Tuple[Tuple[str, int], ...]) -> Optional[int]:

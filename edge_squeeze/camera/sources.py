@@ -1,42 +1,54 @@
-"""Live camera classification: Jetson CSI, USB/V4L2, RTSP, video files, image folders, single images.
-
-Live sources are read in their own thread that keeps only the newest frame, so inference never waits
-on the camera and lag never grows; files and folders are read frame by frame and every frame is
-classified. The GStreamer pipelines (``csi://``, and ``rtsp://`` when OpenCV has GStreamer) are
-built as strings (tested); where they have run is in docs/jetson.md.
-"""
+"""Frame sources by URI (CSI, V4L2, RTSP, video files, folders, images): the GStreamer pipelines,
+opening, and the newest-frame reader that reconnects."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from .errors import EdgeSqueezeError
-from .preprocess import IMAGE_SUFFIXES, list_images
+from ..errors import EdgeSqueezeError
+from ..options import FloatRange, IntRange, flag, validate
+from ..preprocess import IMAGE_SUFFIXES, list_images
 
 log = logging.getLogger("edge_squeeze")
+
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".h265")
 
 
 @dataclasses.dataclass(frozen=True)
 class CaptureSettings:
-    width: int = 1280
-    height: int = 720
-    fps: int = 30
-    flip: int = 0  # nvvidconv flip-method: 0 none, 2 rotate 180, 4 horizontal, 6 vertical
-    latency_ms: int = 200  # RTSP jitter buffer
-    open_timeout_s: float = 5.0
+    """How a source is opened (the CSI and RTSP pipelines, a V4L2 camera's mode)."""
+
+    width: int = flag("--width", 1280, type=IntRange(16, 8192))
+    height: int = flag("--height", 720, type=IntRange(16, 8192))
+    fps: int = flag("--fps", 30, type=IntRange(1, 1000))
+    flip: int = flag(
+        "--flip",
+        0,
+        type=IntRange(0, 7),
+        help="CSI flip-method (0 none, 2 rotate 180, 4 horizontal, 6 vertical)",
+    )
+    latency_ms: int = flag(
+        "--latency", 200, type=IntRange(0), help="RTSP latency (jitter buffer) in ms (GStreamer)"
+    )
+    open_timeout_s: float = flag(
+        "--open-timeout",
+        5.0,
+        type=FloatRange(0, 600, low_open=True),
+        help="seconds to wait for a source to open",
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +81,7 @@ def rtsp_pipeline(url: str, s: CaptureSettings) -> str:
 
 
 def opencv_has_gstreamer() -> bool:
-    from .environment import opencv_gstreamer
+    from ..environment import opencv_gstreamer
 
     return bool(opencv_gstreamer())
 
@@ -257,7 +269,7 @@ class LatestFrameReader:
 def sequential_frames(source: Source, settings: CaptureSettings) -> Iterator[Tuple[int, np.ndarray]]:
     """Every frame of a file, folder or image, in order (1-based frame numbers)."""
     if source.kind == "image":
-        from .preprocess import read_image
+        from ..preprocess import read_image
 
         yield 1, read_image(source.target)
         return
@@ -287,209 +299,3 @@ def sequential_frames(source: Source, settings: CaptureSettings) -> Iterator[Tup
         cap.release()
     if index == 0:
         raise EdgeSqueezeError(f"no frames could be decoded from {source.target}")
-
-
-def _outlined_text(
-    img: np.ndarray,
-    text: str,
-    org: Tuple[int, int],
-    scale: float,
-    colour: Tuple[int, int, int],
-    thickness: int,
-) -> None:
-    """Text with a black outline, readable on any background."""
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
-
-
-def draw_overlay(
-    frame: np.ndarray, topk: List[Tuple[int, str, float]], fps: float, stage_ms: Dict[str, float]
-) -> np.ndarray:
-    """Top-k labels and scores, FPS and per-stage milliseconds drawn on a copy of ``frame``."""
-    out = frame.copy()
-    scale = max(0.5, frame.shape[1] / 1280.0)
-    y = int(30 * scale)
-    for rank, (_, label, score) in enumerate(topk):
-        colour = (0, 255, 0) if rank == 0 else (255, 255, 255)
-        _outlined_text(out, f"{label} {100 * score:.1f}%", (10, y), 0.8 * scale, colour, 2)
-        y += int(30 * scale)
-    stages = "  ".join(f"{k} {v:.1f}ms" for k, v in stage_ms.items())
-    _outlined_text(
-        out, f"{fps:.1f} FPS  {stages}", (10, frame.shape[0] - 12), max(0.45, 0.6 * scale), (0, 255, 255), 1
-    )
-    return out
-
-
-@dataclasses.dataclass
-class CameraOptions:
-    display: bool = False
-    video_out: Optional[Path] = None
-    frames_out: Optional[Path] = None
-    jsonl: Optional[str] = None  # path, or "-" for stdout
-    max_frames: Optional[int] = None
-    retry_delays: Tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
-    read_timeout_s: float = 10.0
-
-
-@dataclasses.dataclass
-class CameraSummary:
-    frames: int = 0
-    camera_frames_dropped: int = 0
-    seconds: float = 0.0
-    latency_ms: Dict[str, float] = dataclasses.field(default_factory=dict)
-    error: Optional[str] = None
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def run(classifier: Any, source: Source, settings: CaptureSettings, options: CameraOptions) -> CameraSummary:
-    """Classify every frame of a file/folder, or the newest frame of a live source, until it ends."""
-    summary = CameraSummary()
-    reader: Optional[LatestFrameReader] = None
-    writer: Any = None
-    video_size: Optional[Tuple[int, int]] = None
-    latencies: List[float] = []
-    if options.display:
-        _check_display()
-    jsonl = _open_outputs(options)  # before the source: a bad output path fails at once
-    if source.live:
-        reader = LatestFrameReader(
-            lambda: open_capture(source, settings), source.uri, options.retry_delays
-        ).start()
-
-        def frames() -> Iterator[Tuple[int, np.ndarray]]:
-            assert reader is not None
-            while True:
-                item = reader.read(options.read_timeout_s)
-                if item is None:
-                    return
-                yield item
-
-        frame_iter = frames()
-    else:
-        frame_iter = sequential_frames(source, settings)
-    t_start = time.perf_counter()
-    fps = 0.0
-    try:
-        for index, frame in frame_iter:
-            t0 = time.perf_counter()
-            batch = classifier.preprocess(frame)
-            t1 = time.perf_counter()
-            logits = classifier.infer(batch)
-            t2 = time.perf_counter()
-            pred = classifier.predictions(logits)[0]
-            t3 = time.perf_counter()
-            stage_ms = {"pre": 1e3 * (t1 - t0), "infer": 1e3 * (t2 - t1), "post": 1e3 * (t3 - t2)}
-            latencies.append(1e3 * (t3 - t0))
-            summary.frames += 1
-            elapsed = time.perf_counter() - t_start
-            fps = summary.frames / elapsed if elapsed > 0 else 0.0
-            if jsonl is not None:
-                record = {
-                    "frame": index,
-                    "time": round(time.time(), 3),
-                    "label": pred.label,
-                    "index": pred.index,
-                    "score": round(pred.score, 5),
-                    "topk": [{"index": i, "label": n, "score": round(s, 5)} for i, n, s in pred.topk],
-                    "latency_ms": round(latencies[-1], 2),
-                }
-                jsonl.write(json.dumps(record) + "\n")
-                jsonl.flush()
-            if options.display or options.video_out or options.frames_out:
-                shown = draw_overlay(frame, pred.topk, fps, stage_ms)
-                if options.video_out:
-                    if writer is None:
-                        writer = _open_writer(options.video_out, shown.shape, settings.fps)
-                        video_size = (shown.shape[1], shown.shape[0])
-                    elif (shown.shape[1], shown.shape[0]) != video_size:
-                        _warn_resized(video_size)
-                        shown = cv2.resize(shown, video_size, interpolation=cv2.INTER_AREA)
-                    writer.write(shown)
-                if options.frames_out:
-                    target = options.frames_out / f"frame_{index:06d}.jpg"
-                    if not cv2.imwrite(str(target), shown):
-                        raise EdgeSqueezeError(
-                            f"cannot write {target}: check the folder's free space and permissions"
-                        )
-                if options.display:
-                    cv2.imshow("edge-squeeze", shown)
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                        break
-            if options.max_frames and summary.frames >= options.max_frames:
-                break
-    finally:
-        summary.seconds = time.perf_counter() - t_start
-        if reader is not None:
-            summary.camera_frames_dropped = reader.dropped
-            summary.error = reader.error
-            reader.close()
-        if writer is not None:
-            writer.release()
-        if jsonl is not None and jsonl is not sys.stdout:
-            jsonl.close()
-        if options.display:
-            cv2.destroyAllWindows()
-        if latencies:
-            a = np.asarray(latencies)
-            summary.latency_ms = {f"p{p}": float(np.percentile(a, p)) for p in (50, 90, 99)}
-    return summary
-
-
-def _check_display() -> None:
-    """``--display`` needs an OpenCV with a GUI and a screen; say which, in one line, if not."""
-    try:
-        cv2.namedWindow("edge-squeeze", cv2.WINDOW_NORMAL)
-    except cv2.error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no GUI"
-        raise EdgeSqueezeError(
-            "--display needs OpenCV with a GUI and a screen (this OpenCV says: "
-            f"{reason[:120]}); pip's opencv-python-headless has none: install opencv-python (or use "
-            "JetPack's OpenCV), or write --video-out / --frames-out instead"
-        ) from exc
-
-
-def _open_outputs(options: CameraOptions) -> Optional[IO[str]]:
-    """The JSON-lines stream (stdout for "-"), and the frames folder made, or one line saying why not."""
-    from .fileio import cannot_write
-
-    if options.frames_out:
-        try:
-            options.frames_out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise cannot_write(options.frames_out, exc) from exc
-    if options.jsonl == "-":
-        return sys.stdout
-    if options.jsonl:
-        try:
-            return open(options.jsonl, "w", encoding="utf-8")  # closed by run
-        except OSError as exc:
-            raise cannot_write(options.jsonl, exc) from exc
-    return None
-
-
-_RESIZE_WARNED: List[Tuple[int, int]] = []
-
-
-def _warn_resized(size: Tuple[int, int]) -> None:
-    if size not in _RESIZE_WARNED:
-        _RESIZE_WARNED.append(size)
-        log.warning("frames of other sizes are resized to the video's %dx%d", *size)
-
-
-def _open_writer(path: Path, shape: Tuple[int, ...], fps: int) -> Any:
-    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
-    from .fileio import cannot_write
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise cannot_write(path, exc) from exc
-    if path.is_dir():
-        raise EdgeSqueezeError(f"cannot write video {path}: it is a folder; give a file name (.avi or .mp4)")
-    writer = cv2.VideoWriter(str(path), fourcc, float(fps or 30), (shape[1], shape[0]))
-    if not writer.isOpened():
-        raise EdgeSqueezeError(f"cannot write video {path}: try an .avi file (MJPG)")
-    return writer
