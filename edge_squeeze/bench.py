@@ -8,8 +8,8 @@ period that is discarded and a measured period long enough for stable percentile
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .bench_report import format_table, power_columns, write_csv, write_json, write_plot
 from .errors import EdgeSqueezeError
 from .options import BatchSizes, FloatRange, IntRange, flag, internal, validate
 from .results import Result
@@ -98,6 +99,29 @@ class BenchOptions:
     data: Optional[Path] = flag(
         "--data", None, type=Path, help="labelled images: real inputs and a top-1 column"
     )
+    power: bool = flag(
+        "--power",
+        False,
+        action="store_true",
+        help="sample power, clocks and temperatures through each measured window (INA3221 or tegrastats "
+        "on a Jetson, NVML on an NVIDIA GPU, RAPL on x86): watts, mJ per inference above idle",
+    )
+    power_rate_hz: float = flag(
+        "--power-rate", 10.0, type=FloatRange(0.5, 100), help="power samples per second (default 10)"
+    )
+    idle_s: float = flag(
+        "--idle",
+        3.0,
+        type=FloatRange(0, 600),
+        help="seconds of idle measured before the first window (--power)",
+    )
+    sustained_min: Optional[float] = flag(
+        "--sustained",
+        None,
+        type=FloatRange(0, 24 * 60, low_open=True),
+        help="measure each configuration this many MINUTES and say whether throughput drifted (first "
+        "minute against last, with the clocks and temperatures that explain it)",
+    )
     min_iterations: int = internal(30, why="a floor on samples per configuration for stable percentiles")
     backend: str = internal("auto", why="the runtime flags' --backend")
     onnxruntime: OrtOptions = internal(
@@ -147,9 +171,15 @@ def _file_mb(path: Path) -> float:
 
 
 def time_configuration(
-    clf: Any, images: Sequence[np.ndarray], options: BenchOptions
+    clf: Any,
+    images: Sequence[np.ndarray],
+    options: BenchOptions,
+    window: Optional[Any] = None,
+    finished: Optional[List[float]] = None,
 ) -> Dict[str, List[float]]:
-    """Milliseconds per stage for each measured iteration (after the warm-up, which is discarded)."""
+    """Milliseconds per stage for each measured iteration (after the warm-up, which is discarded).
+    ``window`` (a context manager: a power sampler) is entered around the measured iterations only;
+    ``finished`` receives when each measured call ended (``time.perf_counter`` seconds)."""
     from .classifier import softmax
 
     samples: Dict[str, List[float]] = {s: [] for s in STAGES}
@@ -168,6 +198,8 @@ def time_configuration(
             samples["infer"].append((t2 - t1) / 1e6)
             samples["postprocess"].append((t3 - t2) / 1e6)
             samples["end_to_end"].append((t3 - t0) / 1e6)
+            if finished is not None:
+                finished.append(t3 / 1e9)
             if device_stages is not None:  # TensorRT: h2d / infer / d2h from CUDA events
                 for name, ms in device_stages().items():
                     samples[name].append(ms)
@@ -175,18 +207,23 @@ def time_configuration(
     deadline = time.perf_counter() + options.warmup_s
     while time.perf_counter() < deadline:
         once(False)
-    if options.iterations:
-        for _ in range(options.iterations):
-            once(True)
-    else:
-        deadline = time.perf_counter() + options.duration_s
-        while time.perf_counter() < deadline or len(samples["end_to_end"]) < options.min_iterations:
-            once(True)
+    with window if window is not None else contextlib.nullcontext():
+        if options.iterations and not options.sustained_min:
+            for _ in range(options.iterations):
+                once(True)
+        else:
+            seconds = 60.0 * options.sustained_min if options.sustained_min else options.duration_s
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline or len(samples["end_to_end"]) < options.min_iterations:
+                once(True)
     return samples
 
 
-def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray]) -> List[Dict[str, Any]]:
-    """One row per batch size for the model at ``path``."""
+def bench_model(
+    path: Path, options: BenchOptions, frames: Sequence[np.ndarray], meter: Optional[Any] = None
+) -> List[Dict[str, Any]]:
+    """One row per batch size for the model at ``path``; with a ``meter``
+    (:class:`~edge_squeeze.power.PowerMeter`) each row also says what its window cost in power."""
     from .classifier import Classifier
 
     clf = Classifier(
@@ -217,7 +254,10 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
             raise EdgeSqueezeError(
                 f"{path} gives malformed output {logits.shape} at batch {batch}; not benchmarking it"
             )
-        stage_samples = time_configuration(clf, images, options)
+        gpu = info.device != "cpu"
+        sampler = meter.window(gpu) if meter is not None else None
+        finished: List[float] = []
+        stage_samples = time_configuration(clf, images, options, sampler, finished)
         stages = {name: summarize(v) for name, v in stage_samples.items() if v}
         e2e = stages["end_to_end"]
         rows.append(
@@ -241,6 +281,9 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
                 "threads": options.onnxruntime.threads,
             }
         )
+        rows[-1].update(
+            _power_fields(meter, sampler, gpu, batch, stage_samples["end_to_end"], finished, options)
+        )
         log.info(
             "%s batch %d: p50 %.2f ms, %.1f img/s", path.name, batch, e2e["median"], rows[-1]["throughput"]
         )
@@ -248,12 +291,49 @@ def bench_model(path: Path, options: BenchOptions, frames: Sequence[np.ndarray])
     return rows
 
 
+def _power_fields(
+    meter: Optional[Any],
+    sampler: Optional[Any],
+    gpu: bool,
+    batch: int,
+    latencies_ms: Sequence[float],
+    finished: Sequence[float],
+    options: BenchOptions,
+) -> Dict[str, Any]:
+    """A row's power summary, drift verdict and timeline (latency and watts over time)."""
+    from .power import drift_verdict
+    from .power.meter import thin
+
+    fields: Dict[str, Any] = {}
+    samples = sampler.samples if sampler is not None else []
+    if sampler is not None:
+        fields["power"] = meter.summary(sampler, batch * len(latencies_ms), gpu).to_dict()
+    if options.sustained_min:
+        fields["drift"] = drift_verdict(finished, batch, samples)
+        log.info("%s", fields["drift"])
+    if finished and (samples or options.sustained_min):
+        t0 = finished[0] - latencies_ms[0] / 1e3
+        fields["timeline"] = {
+            "latency_ms": thin([(t - t0, ms) for t, ms in zip(finished, latencies_ms)]),
+            "watts": thin([(t - t0, w) for t, w in sampler.total_watts()] if sampler is not None else []),
+        }
+    return fields
+
+
 def bench_models(paths: Sequence[Path], options: BenchOptions) -> BenchReport:
-    """Every model at every batch size in ``options``, on frames from ``options.data`` (or generated)."""
+    """Every model at every batch size in ``options``, on frames from ``options.data`` (or generated);
+    with ``options.power``, what each measured window cost in power."""
+    from .power import PowerMeter
+
     frames = load_frames(options.data)
     rows: List[Dict[str, Any]] = []
-    for path in paths:
-        rows.extend(bench_model(Path(path), options, frames))
+    meter = PowerMeter(options.power_rate_hz, options.idle_s) if options.power else None
+    try:
+        for path in paths:
+            rows.extend(bench_model(Path(path), options, frames, meter))
+    finally:
+        if meter is not None:
+            meter.close()
     return BenchReport(rows, machine_info())
 
 
@@ -294,90 +374,20 @@ def ratio_summary(slow: List[float], fast: List[float]) -> Dict[str, float]:
     }
 
 
-def format_table(rows: Sequence[Dict[str, Any]]) -> str:
-    header = ("model", "backend", "precision", "batch", "size MB", "p50 ms", "p99 ms", "img/s", "top-1")
-    body = []
-    for r in rows:
-        body.append(
-            (
-                Path(r.get("file") or r["model"]).name,
-                r["backend"],
-                r["precision"],
-                str(r["batch"]),
-                f"{r['size_mb']:.2f}",
-                f"{r['p50_ms']:.2f}",
-                f"{r['p99_ms']:.2f}",
-                f"{r['throughput']:.1f}",
-                "" if r.get("top1") is None else f"{100 * r['top1']:.1f}%",
-            )
-        )
-    widths = [max(len(x) for x in col) for col in zip(header, *body)]
-    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in body:
-        lines.append(
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-        )
-    return "\n".join(lines)
-
-
-def write_json(rows: Sequence[Dict[str, Any]], path: Path, machine: Optional[Dict[str, Any]] = None) -> None:
-    from .fileio import write_text_atomic
-
-    write_text_atomic(path, json.dumps({"machine": machine or machine_info(), "rows": list(rows)}, indent=2))
-
-
-def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> None:
-    from .fileio import write_csv_atomic
-
-    fields = [
-        "model",
-        "backend",
-        "device",
-        "precision",
-        "batch",
-        "size_mb",
-        "p50_ms",
-        "p90_ms",
-        "p95_ms",
-        "p99_ms",
-        "mean_ms",
-        "throughput",
-        "top1",
-    ]
-    write_csv_atomic(path, rows, fields)
-
-
-def write_plot(rows: Sequence[Dict[str, Any]], path: Path) -> None:
-    """Latency percentiles per configuration, and throughput against batch size."""
-    from .errors import require
-
-    matplotlib = require("matplotlib", "--plot")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .fileio import atomic_path
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    labels = [f"{Path(r['model']).name}\n{r['backend']}/{r['precision']}/b{r['batch']}" for r in rows]
-    x = np.arange(len(rows))
-    for offset, key in zip((-0.3, -0.1, 0.1, 0.3), ("p50_ms", "p90_ms", "p95_ms", "p99_ms")):
-        ax1.bar(x + offset, [r[key] for r in rows], width=0.2, label=key.replace("_ms", ""))
-    ax1.set_xticks(x)
-    ax1.set_xticklabels(labels, fontsize=7)
-    ax1.set_ylabel("end-to-end latency per batch (ms)")
-    ax1.legend()
-    groups: Dict[str, List[Dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(f"{Path(r['model']).name} {r['backend']}/{r['precision']}", []).append(r)
-    for name, group in groups.items():
-        group = sorted(group, key=lambda g: g["batch"])
-        ax2.plot([g["batch"] for g in group], [g["throughput"] for g in group], marker="o", label=name)
-    ax2.set_xscale("log", base=2)
-    ax2.set_xlabel("batch")
-    ax2.set_ylabel("images / s")
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(str(tmp), format="png", dpi=110)
-    plt.close(fig)
+__all__ = [
+    "BenchOptions",
+    "BenchReport",
+    "bench_model",
+    "bench_models",
+    "format_table",
+    "load_frames",
+    "machine_info",
+    "paired_batch1",
+    "power_columns",
+    "ratio_summary",
+    "summarize",
+    "time_configuration",
+    "write_csv",
+    "write_json",
+    "write_plot",
+]

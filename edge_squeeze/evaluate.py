@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import EdgeSqueezeError
 from .labels import Labels
-from .preprocess import PreprocessSpec, list_images, preprocess_files, preprocess_one
+from .preprocess import PreprocessSpec, list_images, preprocess_files, preprocess_one, unreadable_warning
 from .results import Result
 
 log = logging.getLogger("edge_squeeze")
@@ -79,10 +79,12 @@ def accuracy_from_logits(logits: np.ndarray, truth: np.ndarray) -> Accuracy:
 def load_eval_set(
     paths: Sequence[Path], truth: np.ndarray, spec: PreprocessSpec
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """Preprocess every readable image; unreadable ones are skipped with a warning and a count."""
-    arrays, kept = preprocess_files(paths, spec)
+    """Preprocess every readable image; unreadable ones are skipped with one warning."""
+    reasons: List[str] = []
+    arrays, kept = preprocess_files(paths, spec, warn=False, unreadable=reasons)
     if not arrays:
         raise EdgeSqueezeError("none of the evaluation images could be read")
+    unreadable_warning("image", reasons, len(paths))
     return np.stack(arrays), truth[kept]
 
 
@@ -104,10 +106,11 @@ def evaluate(
 
     Images are read, preprocessed and classified ``batch_size`` at a time, so memory does not grow
     with the folder (ImageNet's 50,000 val photos held at once would take ~40 GB); unreadable ones
-    are skipped with a warning each and a count.
+    are skipped, and said in one warning at the end (none when every image is unreadable: the error
+    says so).
     """
     paths, truth = ground_truth(data, labels)
-    logits, kept = [], []
+    logits, kept, reasons = [], [], []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         arrays, ok = [], []
@@ -116,12 +119,11 @@ def evaluate(
                 arrays.append(preprocess_one(path, spec))
                 ok.append(start + i)
             except EdgeSqueezeError as exc:
-                log.warning("skipping image: %s", exc)
+                reasons.append(str(exc))
         if arrays:
             logits.append(infer(np.stack(arrays)))
             kept.extend(ok)
     if not kept:
         raise EdgeSqueezeError(f"none of the {len(paths)} evaluation images under {data} could be read")
-    if len(kept) < len(paths):
-        log.warning("skipped %d unreadable image(s) of %d", len(paths) - len(kept), len(paths))
+    unreadable_warning("image", reasons, len(paths))
     return accuracy_from_logits(np.concatenate(logits), truth[kept])

@@ -42,19 +42,46 @@ def cannot_write(target: PathLike, exc: OSError) -> EdgeSqueezeError:
     return EdgeSqueezeError(f"cannot write {target}: {reason} ({hint})")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_partials(target: PathLike) -> None:
+    """Remove temporary files of ``target`` left by a process that was killed while writing it
+    (``kill -9``, the OOM killer: nothing of its own could clean up). Each temporary name carries
+    its writer's pid; a file whose writer still runs is left alone."""
+    target = Path(target)
+    for path in target.parent.glob(f".{target.name}.*.partial"):
+        pid = path.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(target: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
 
     An operating-system error (a read-only or missing folder, a full disk, a folder where the file
-    should go) becomes one :class:`EdgeSqueezeError` naming ``target``; nothing is left behind.
+    should go) becomes one :class:`EdgeSqueezeError` naming ``target``; nothing is left behind. A
+    process killed mid-write leaves ``target`` as it was; its temporary file is removed by the next
+    write of the same target (:func:`remove_stale_partials`).
     """
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_dir():
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(target))
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=str(target.parent))
+        remove_stale_partials(target)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=str(target.parent)
+        )
     except OSError as exc:
         raise cannot_write(target, exc) from exc
     os.close(fd)

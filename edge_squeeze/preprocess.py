@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -396,13 +396,25 @@ def preprocess(
     return batch
 
 
+def unreadable_warning(what: str, reasons: Sequence[str], total: int) -> None:
+    """One warning for the unreadable files of a folder: how many, and the first few reasons. Said
+    only once the folder is read and the job goes on (a job that then fails says it in its error)."""
+    if reasons:
+        shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+        log.warning("skipped %d unreadable %s(s) of %d: %s", len(reasons), what, total, shown)
+
+
 def preprocess_files(
     paths: Sequence[Union[str, os.PathLike[str]]],
     spec: PreprocessSpec,
     what: str = "image",
     progress: bool = False,
+    warn: bool = True,
+    unreadable: Optional[List[str]] = None,
 ) -> Tuple[List[np.ndarray], List[int]]:
-    """Preprocess image files, skipping unreadable ones with one warning naming each and a count.
+    """Preprocess image files, skipping unreadable ones (with ``warn``, one warning with their count
+    and reasons: :func:`unreadable_warning`; callers that may still fail pass ``warn=False`` and an
+    ``unreadable`` list, which receives the reasons, and warn once they go on).
 
     Returns the network inputs of the readable files (``spec.input_shape``) and their indices in ``paths``.
     """
@@ -413,14 +425,15 @@ def preprocess_files(
         iterator = progress_bar(paths, desc=f"{what}s", unit="img")
     arrays: List[np.ndarray] = []
     kept: List[int] = []
+    reasons: List[str] = unreadable if unreadable is not None else []
     for i, path in enumerate(iterator):
         try:
             arrays.append(preprocess_one(path, spec))
             kept.append(i)
         except EdgeSqueezeError as exc:
-            log.warning("skipping %s: %s", what, exc)
-    if len(kept) < len(paths):
-        log.warning("skipped %d unreadable %s(s) of %d", len(paths) - len(kept), what, len(paths))
+            reasons.append(str(exc))
+    if warn:
+        unreadable_warning(what, reasons, len(paths))
     return arrays, kept
 
 

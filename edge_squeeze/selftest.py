@@ -24,6 +24,7 @@ import numpy as np
 from .errors import EdgeSqueezeError
 from .formats import FP32, INT8_QDQ
 from .options import ChoiceList, IntRange, flag, validate
+from .power import PowerMeter
 from .results import Result, top1_agreement
 from .runtimes.engine_sidecar import PRECISIONS
 from .runtimes.tensorrt_options import BuildOptions, TensorRTOptions
@@ -141,8 +142,28 @@ def time_batch1(backend: Any, x: np.ndarray, iterations: int) -> Dict[str, float
     return result
 
 
+POWER_WINDOW_S = 5.0  # batch-1 calls sampled per engine when the device has a power counter
+
+
+def power_row(
+    backend: Any, x1: np.ndarray, meter: Any, seconds: float = POWER_WINDOW_S
+) -> Optional[Dict[str, Any]]:
+    """What ``seconds`` of batch-1 calls on ``backend`` cost in power (the ``--power`` summary of
+    ``bench``), or None where the device has no power counter."""
+    sampler = meter.window(gpu=True)
+    if sampler is None:
+        return None
+    calls = 0
+    with sampler:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            backend.infer(x1)
+            calls += 1
+    return meter.summary(sampler, calls * len(x1), gpu=True).to_dict()
+
+
 def _engine_row(
-    options: SelftestOptions, precision: str, reference: Any, inputs: Any, x1: np.ndarray
+    options: SelftestOptions, precision: str, reference: Any, inputs: Any, x1: np.ndarray, meter: Any
 ) -> Dict[str, Any]:
     """Build (or reuse) one engine and measure it; raises on any failure."""
     from .evaluate import accuracy_from_logits, infer_batched
@@ -176,6 +197,9 @@ def _engine_row(
         row.update(top1=acc.top1, top5=acc.top5, n=acc.n)
         row["agreement_with_ort_fp32"] = top1_agreement(acc.predictions, reference.predictions)
         row["batch1"] = time_batch1(plain, x1, options.iterations)
+        power = power_row(plain, x1, meter)
+        if power is not None:
+            row["power"] = power
     finally:
         plain.close()
     graphed = trtb.load(engine, dataclasses.replace(trt_options, cuda_graph=True))
@@ -260,17 +284,19 @@ def run_selftest(options: SelftestOptions) -> SelftestReport:
     }
     report["reference"]["batch1"] = time_batch1(ort.backend, x1, min(options.iterations, 100))
     reason = unavailable_reason()
+    meter = PowerMeter()
     for precision in options.precisions:
         if reason is not None:
             report["engines"].append({"precision": precision, "status": "not run", "problems": [reason]})
             continue
         log.info("selftest: %s engine ...", precision)
         try:
-            row = _engine_row(options, precision, reference, inputs, x1)
+            row = _engine_row(options, precision, reference, inputs, x1, meter)
         except Exception as exc:  # one precision failing must not hide the others
             log.warning("selftest: %s failed: %s", precision, exc)
             row = {"precision": precision, "status": "error", "problems": [f"{type(exc).__name__}: {exc}"]}
         report["engines"].append(row)
+    meter.close()
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["passed"] = bool(report["engines"]) and all(r["status"] == "pass" for r in report["engines"])
     folder = options.out or options.export_dir / "selftest"
@@ -282,6 +308,13 @@ def _ms(row: Optional[Dict[str, Any]], key: str) -> str:
     if not row or key not in row:
         return ""
     return f"{row[key]:.3f}"
+
+
+def _power(power: Optional[Dict[str, Any]]) -> str:
+    if not power or power.get("mj_per_inference") is None:
+        return ""
+    above = power.get("mj_per_inference_above_idle")
+    return f"{power['total_avg_w']:.1f} W, {above if above is not None else power['mj_per_inference']:.2f} mJ"
 
 
 def markdown(report: Dict[str, Any]) -> str:
@@ -297,8 +330,8 @@ def markdown(report: Dict[str, Any]) -> str:
         f"{100 * ref['top5']:.1f} %, batch 1 p50 {ref['batch1']['p50_ms']:.2f} ms",
         f"- verdict: **{'PASS' if report['passed'] else 'FAIL'}** ({report['seconds']} s)",
         "",
-        "| precision | status | top-1 | agrees with ORT fp32 | b1 p50 ms | b1 p50 ms, CUDA graph | GPU infer p50 ms | trtexec GPU median ms | notes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| precision | status | top-1 | agrees with ORT fp32 | b1 p50 ms | b1 p50 ms, CUDA graph | GPU infer p50 ms | trtexec GPU median ms | W, mJ/inference above idle | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in report["engines"]:
         top1 = f"{100 * row['top1']:.1f} %" if "top1" in row else ""
@@ -311,7 +344,7 @@ def markdown(report: Dict[str, Any]) -> str:
         lines.append(
             f"| {row['precision']} | {row['status']} | {top1} | {agree} | {_ms(row.get('batch1'), 'p50_ms')} | "
             f"{_ms(row.get('batch1_cuda_graph'), 'p50_ms')} | {_ms(row.get('batch1'), 'gpu_infer_p50_ms')} | "
-            f"{_ms(row.get('trtexec'), 'median_ms')} | {notes.replace('|', '/')} |"
+            f"{_ms(row.get('trtexec'), 'median_ms')} | {_power(row.get('power'))} | {notes.replace('|', '/')} |"
         )
     lines += [
         "",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -47,22 +48,33 @@ def download_imagenet_weights(arch: str) -> Path:
     target = cache_dir() / "weights" / name
     if target.is_file() and sha256_file(target).startswith(expected_prefix):
         return target
+
+    def offline(exc: BaseException) -> EdgeSqueezeError:
+        return EdgeSqueezeError(
+            f"cannot download ImageNet weights for {arch} from {url} ({exc}): offline? Download the file "
+            f"elsewhere and pass it with --weights PATH.pth, or put it at {target} "
+            "(EDGE_SQUEEZE_CACHE moves the cache)"
+        )
+
     try:
-        with atomic_path(target) as tmp:
-            with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:
-                digest = hashlib.sha256()
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
-            if not digest.hexdigest().startswith(expected_prefix):
-                raise EdgeSqueezeError(
-                    f"downloaded {url} but its sha256 does not match {expected_prefix}; try again"
-                )
-    except (urllib.error.URLError, OSError) as exc:
-        raise EdgeSqueezeError(
-            f"cannot download ImageNet weights for {arch} from {url} ({exc}); offline? download the file "
-            f"elsewhere and pass it with --weights PATH.pth, or put it at {target}"
-        ) from exc
+        response = urllib.request.urlopen(url, timeout=30)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise offline(exc) from exc
+    with response, atomic_path(target) as tmp, open(tmp, "wb") as out:
+        digest = hashlib.sha256()
+        while True:
+            try:  # a network error mid-download is the network's, not the disk's
+                block = response.read(1 << 20)
+            except (OSError, http.client.HTTPException) as exc:
+                raise offline(exc) from exc
+            if not block:
+                break
+            digest.update(block)
+            out.write(block)  # a full disk here is one line naming the file (atomic_path)
+        if not digest.hexdigest().startswith(expected_prefix):
+            raise EdgeSqueezeError(
+                f"downloaded {url} but its sha256 does not match {expected_prefix}; try again"
+            )
     return target
 
 

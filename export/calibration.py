@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from edge_squeeze.errors import EdgeSqueezeError
-from edge_squeeze.preprocess import PreprocessSpec, list_images, preprocess_files
+from edge_squeeze.preprocess import PreprocessSpec, list_images, preprocess_files, unreadable_warning
 
 log = logging.getLogger("edge_squeeze")
 
@@ -43,7 +43,7 @@ def select_calibration_images(
 class CalibrationSet:
     """Preprocessed calibration images held in memory (SqueezeNet's inputs are small: 0.6 MB each).
 
-    Unreadable files are skipped with one warning naming each; fewer than ``minimum`` readable
+    Unreadable files are skipped with one warning naming them; fewer than ``minimum`` readable
     images is an error, because ranges from a handful of photos generalise badly.
     """
 
@@ -55,15 +55,19 @@ class CalibrationSet:
         progress: bool = False,
     ) -> None:
         self.spec = spec
-        arrays, kept = preprocess_files(paths, spec, what="calibration image", progress=progress)
+        reasons: List[str] = []
+        arrays, kept = preprocess_files(
+            paths, spec, what="calibration image", progress=progress, warn=False, unreadable=reasons
+        )
         kept_set = set(kept)
         self.paths: List[Path] = [Path(paths[i]) for i in kept]
         self.skipped: List[Path] = [Path(p) for i, p in enumerate(paths) if i not in kept_set]
         if len(arrays) < minimum:
             raise EdgeSqueezeError(
-                f"only {len(arrays)} readable calibration image(s) (need at least {minimum}); "
+                f"only {len(arrays)} readable calibration image(s) of {len(paths)} (need at least {minimum}); "
                 "add more typical photos to the --calib folder"
             )
+        unreadable_warning("calibration image", reasons, len(paths))
         self.data = np.stack(arrays).astype(np.float32)
 
     def __len__(self) -> int:

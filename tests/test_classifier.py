@@ -203,3 +203,51 @@ def test_cli_eval_json_from_class_folders(tmp_path, pattern_dataset, capsys, tin
 
 
 import json  # noqa: E402
+
+
+def test_the_classifier_lock_keeps_threads_apart_on_a_backend_that_is_not_thread_safe(
+    tiny_int8_export, monkeypatch
+):
+    """TensorRT contexts and torch modules are not thread-safe: Classifier serialises them. A backend
+    with one shared buffer, as they have, answers each thread its own batch only under that lock."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from edge_squeeze import classifier as classifier_module
+    from edge_squeeze.runtimes.base import BackendInfo
+    from edge_squeeze.runtimes.select import load_backend as real_load
+
+    real = real_load(tiny_int8_export / "model.onnx", "onnxruntime")
+
+    class SharedBufferBackend:
+        metadata = real.metadata
+        info = BackendInfo("pytorch", "fp32", "cpu", "input", real.info.input_shape, model_path="m")
+
+        def infer(self, batch):
+            self.buffer = batch.copy()
+            time.sleep(0.002)
+            held = self.buffer
+            return np.repeat(
+                held.reshape(len(held), -1).mean(1, keepdims=True), len(real.metadata.labels), axis=1
+            )
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(
+        classifier_module, "load_backend", lambda path, backend, options: SharedBufferBackend()
+    )
+    clf = Classifier(tiny_int8_export / "model.onnx")
+    assert isinstance(clf._lock, type(threading.Lock()))
+    shape = real.info.input_shape[1:]
+
+    def worker(i: int) -> bool:
+        x = np.full((1, *shape), float(i), np.float32)
+        return all(float(clf.infer(x)[0, 0]) == float(i) for _ in range(15))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(worker, range(8))), "a thread got another thread's answer"
+    real.close()

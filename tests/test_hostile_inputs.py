@@ -453,6 +453,9 @@ ROWS = [
     Row("bench-batch-zero", f"bench {CPU} --batch 0", 2, "--batch"),
     Row("bench-iterations-negative", f"bench {CPU} --iterations -5", 2, "--iterations"),
     Row("bench-duration-zero", f"bench {CPU} --duration 0", 2, "--duration"),
+    Row("bench-power-rate-zero", f"bench {CPU} --power --power-rate 0", 2, "--power-rate"),
+    Row("bench-sustained-negative", f"bench {CPU} --sustained -1", 2, "--sustained"),
+    Row("bench-idle-word", f"bench {CPU} --power --idle soon", 2, "--idle"),
     Row("bench-missing-model", "bench {tmp}/none.onnx --iterations 2", 1, "model not found"),
     Row(
         "bench-json-into-a-folder", f"bench {CPU} --iterations 2 --warmup 0 --json {{tmp}}", 1, "cannot write"
@@ -649,6 +652,8 @@ def test_hostile_input(row: Row, paths, workdir, capsys, monkeypatch):
         assert row.fragment in err, err
     else:
         assert code == row.code, f"exit {code}, expected {row.code}: {err}"
+        # exactly one line on stderr, the error itself: no second line, no warning, no wrapped message
+        assert err.count("\n") == 1 and err.endswith("\n"), repr(err)
         assert len(error_lines) == 1 and error_lines[0].startswith("edge-squeeze: error: "), err
         assert row.fragment in error_lines[0], error_lines[0]
     for template in row.absent:

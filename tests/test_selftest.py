@@ -97,7 +97,7 @@ def test_a_passing_run_reports_every_measurement(tiny_int8_export, labelled, tmp
     import edge_squeeze.runtimes.tensorrt_backend as trtb
     from edge_squeeze import selftest
 
-    def measured(options, precision, reference, inputs, x1):
+    def measured(options, precision, reference, inputs, x1, meter):
         return {
             "precision": precision,
             "top1": reference.top1,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any, Dict, Set
@@ -477,3 +478,119 @@ def test_a_removed_name_on_the_11_path_fails_here(install_fake, tiny_int8_export
     monkeypatch.setattr(tensorrt_build, "plan_build", old_plan)
     with pytest.raises(MissingName, match=r"TensorRT 11\.0 has no BuilderFlag\.FP16"):
         build_engine(tiny_int8_export / "model.onnx", BuildOptions(precision="fp16"), tmp_path / "x.engine")
+
+
+class RacyBuffers(FakeBuffers):
+    """One shared host buffer, as the real backend has: without the backend's lock two threads'
+    batches overwrite each other between the copy in and the answer out."""
+
+    def run(self, batch: np.ndarray, enqueue: Any) -> np.ndarray:
+        self.shared = batch.copy()
+        time.sleep(0.002)  # the launch: another thread gets the GIL here
+        enqueue(1)
+        held = self.shared
+        return np.repeat(held.reshape(held.shape[0], -1).mean(1, keepdims=True), self.classes, axis=1)
+
+
+def test_the_tensorrt_backend_lock_keeps_threads_apart(install_fake, tiny_int8_export, tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_squeeze.export.tensorrt_build import build_engine
+    from edge_squeeze.export.tensorrt_plan import BuildOptions
+    from edge_squeeze.runtimes import tensorrt_backend
+
+    install_fake("10.13.3")
+    engine, _ = build_engine(
+        tiny_int8_export / "model.onnx", BuildOptions(precision="fp16"), tmp_path / "m.engine"
+    )
+    monkeypatch.setattr(tensorrt_backend, "CudaBuffers", RacyBuffers)
+    backend = tensorrt_backend.load(engine)
+    batches = [np.full((1, 3, 96, 96), float(i), np.float32) for i in range(8)]
+
+    def worker(i: int) -> bool:
+        return all(float(backend.infer(batches[i])[0, 0]) == float(i) for _ in range(15))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(worker, range(8))), "a thread got another thread's answer"
+    backend.close()
+
+
+@pytest.fixture()
+def engine_cache(install_fake, tiny_int8_export, pattern_dataset, tmp_path, monkeypatch):
+    """``cached_engine`` on a copy of the tiny export with the fake TensorRT; ``builds`` counts the
+    engine builds it asks for."""
+    import shutil
+
+    from edge_squeeze.export import tensorrt_build
+
+    export = tmp_path / "export"
+    shutil.copytree(tiny_int8_export, export)
+    install_fake("10.13.3")
+    builds: list = []
+    real = tensorrt_build.build_engine
+
+    def counting(onnx_path: Path, options: Any, out_path: Any = None) -> Any:
+        builds.append((onnx_path.name, options))
+        return real(onnx_path, options, out_path)
+
+    monkeypatch.setattr(tensorrt_build, "build_engine", counting)
+    return types.SimpleNamespace(
+        export=export, builds=builds, install=install_fake, calib=pattern_dataset / "train"
+    )
+
+
+def test_the_engine_cache_reuses_an_engine_for_the_same_inputs(engine_cache):
+    from edge_squeeze.export.tensorrt_build import cached_engine
+    from edge_squeeze.runtimes.tensorrt_options import BuildOptions
+
+    model = engine_cache.export / "model.onnx"
+    first = cached_engine(model, BuildOptions(precision="fp16"))
+    again = cached_engine(model, BuildOptions(precision="fp16"))
+    assert first == again and first.is_file() and len(engine_cache.builds) == 1
+
+
+def test_the_engine_cache_keys_everything_an_engine_depends_on(engine_cache):
+    from edge_squeeze.export.tensorrt_build import cached_engine
+    from edge_squeeze.runtimes.tensorrt_options import BuildOptions
+
+    model = engine_cache.export / "model.onnx"
+    base = cached_engine(model, BuildOptions(precision="fp16"))
+    paths = {"base": base}
+    paths["profile"] = cached_engine(model, BuildOptions(precision="fp16", profile="1,4,16"))
+    paths["precision"] = cached_engine(model, BuildOptions(precision="fp32"))
+    calib = BuildOptions(precision="int8", int8_mode="implicit", calib_dir=engine_cache.calib, calib_count=8)
+    paths["calibration"] = cached_engine(model, calib)
+    paths["other calibration set"] = cached_engine(model, dataclasses.replace(calib, calib_count=9))
+    engine_cache.install("10.3.0")
+    paths["tensorrt version"] = cached_engine(model, BuildOptions(precision="fp16"))
+    engine_cache.install("10.13.3")
+    import onnx
+
+    changed = onnx.load(str(model))
+    changed.doc_string = "new weights"  # other model bytes: a new hash
+    onnx.save(changed, str(model))
+    paths["model bytes"] = cached_engine(model, BuildOptions(precision="fp16"))
+    assert len(set(paths.values())) == len(paths), paths
+    assert len(engine_cache.builds) == len(paths)
+
+
+def test_a_corrupt_or_foreign_cached_engine_is_rebuilt(engine_cache):
+    import json
+
+    from edge_squeeze.export.tensorrt_build import cached_engine
+    from edge_squeeze.runtimes.engine_sidecar import sidecar_path
+    from edge_squeeze.runtimes.tensorrt_options import BuildOptions
+
+    model = engine_cache.export / "model.onnx"
+    engine = cached_engine(model, BuildOptions(precision="fp16"))
+    sidecar = sidecar_path(engine)
+    sidecar.write_text("{ not json")
+    assert cached_engine(model, BuildOptions(precision="fp16")) == engine and len(engine_cache.builds) == 2
+    data = json.loads(sidecar.read_text())
+    data["gpu_name"] = "Another GPU"  # a sidecar from another device
+    sidecar.write_text(json.dumps(data))
+    cached_engine(model, BuildOptions(precision="fp16"))
+    assert len(engine_cache.builds) == 3
+    engine.write_bytes(b"corrupt plan")  # the engine no longer matches its sidecar's hash
+    cached_engine(model, BuildOptions(precision="fp16"))
+    assert len(engine_cache.builds) == 4

@@ -58,9 +58,39 @@ def test_imagenet_weights_offline_error(monkeypatch, tmp_path):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(EdgeSqueezeError, match="offline"):
+    with pytest.raises(EdgeSqueezeError, match="offline") as exc:
         squeezenet1_1(weights="imagenet")
-    assert not list(tmp_path.rglob("*.pth")), "no half-downloaded file may stay"
+    assert "--weights PATH.pth" in str(exc.value) and "EDGE_SQUEEZE_CACHE" in str(exc.value)
+
+
+def test_a_download_cut_off_midway_leaves_nothing_and_says_offline(monkeypatch, tmp_path):
+    """The connection drops after the first megabyte: one line saying offline (not 'cannot write'),
+    and no partial file of any name in the cache."""
+    import urllib.request
+
+    monkeypatch.setenv("EDGE_SQUEEZE_CACHE", str(tmp_path))
+
+    class Dropping:
+        def __init__(self) -> None:
+            self.blocks = 0
+
+        def read(self, size: int) -> bytes:
+            self.blocks += 1
+            if self.blocks > 1:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return b"\0" * size
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Dropping())
+    with pytest.raises(EdgeSqueezeError, match="offline") as exc:
+        squeezenet1_1(weights="imagenet")
+    assert "cannot write" not in str(exc.value) and "Connection reset" in str(exc.value)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [], "no half-downloaded file may stay"
 
 
 def test_labels_count_must_match(tmp_path, tiny_checkpoint):

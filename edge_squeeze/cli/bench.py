@@ -43,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
         f"{machine['cpu']} ({machine['cores']} cores), onnxruntime {machine.get('onnxruntime', '?').split()[0]}"
     )
     print(format_table(report.rows))
+    for row in report.rows:
+        if row.get("drift"):
+            print(f"{Path(row.get('file') or row['model']).name} batch {row['batch']}: {row['drift']}")
+        for problem in (row.get("power") or {}).get("problems", []):
+            print(f"{Path(row.get('file') or row['model']).name} batch {row['batch']}: power: {problem}")
     if args.json:
         write_json(report.rows, Path(args.json), machine)
     if args.csv:
