@@ -13,8 +13,6 @@ import dataclasses
 import logging
 import os
 import platform
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -60,22 +58,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def jetson_power_mode() -> Optional[str]:
-    """``nvpmodel -q`` on a Jetson (the power mode changes every number), else None."""
-    if shutil.which("nvpmodel") is None:
-        return None
-    try:
-        out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return " ".join(out.split()) or None
-
-
 def machine_info() -> Dict[str, Any]:
     from .environment import as_dict
+    from .power.sysfs import nvpmodel_mode
 
     info = {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), **as_dict()}
-    power = jetson_power_mode()
+    power = nvpmodel_mode()
     if power:
         info["jetson_power_mode"] = power
     return info
